@@ -1,0 +1,6 @@
+"""fastnn: neural networks from scratch in NumPy and Numba, PyTorch-shaped, no autograd."""
+from . import kernels
+from .backend import use_backend
+
+__version__ = "0.1.0"
+__all__ = ["kernels", "use_backend"]
