@@ -1,0 +1,21 @@
+"""Fully connected layer, y = x @ w + b, as two BLAS products."""
+import numpy as np
+
+from .. import _common
+
+
+def linear_forward(x, w, b):
+    """x (N, D), w (D, F), b (F,) -> y (N, F), cache."""
+    _common.check_linear(x, w, b)
+    y = x @ w
+    y += b
+    return y, (x, w)
+
+
+def linear_backward(dy, cache):
+    """dy (N, F) -> dx (N, D), dw (D, F), db (F,)."""
+    x, w = cache
+    dx = dy @ w.T
+    dw = x.T @ dy
+    db = dy.sum(axis=0)
+    return dx, dw, db
