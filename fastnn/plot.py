@@ -1,0 +1,224 @@
+"""Pictures of training runs and experiments, written as PNG files.
+
+Needs matplotlib, the optional extra ``fastnn[plot]``; it is imported only when a picture is
+drawn. Figures are drawn with the Agg canvas directly (no pyplot, no window, no global state).
+
+``fastnn plot RUN_DIR`` calls ``plot_run``.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+
+DPI = 100
+
+
+def _figure(width, height):
+    """A new matplotlib Figure of ``width`` x ``height`` inches on an Agg canvas."""
+    try:
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError as error:
+        raise ImportError("fastnn's plots need matplotlib: pip install 'fastnn[plot]'") from error
+    figure = Figure(figsize=(width, height), dpi=DPI)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _save(figure, path):
+    path = Path(path)
+    figure.savefig(path, dpi=DPI)
+    return path
+
+
+def plot_curves(history, metric, path):
+    """Train and test ``metric`` ("loss" or "accuracy") against the epoch, from a run's history.
+
+    ``history`` is a list of per-epoch dicts holding ``epoch``, ``train_<metric>`` and
+    ``test_<metric>`` (accuracies as fractions, drawn as percentages; a missing or None value is
+    skipped). Returns the path written.
+    """
+    if metric not in ("loss", "accuracy"):
+        raise ValueError(f"metric must be 'loss' or 'accuracy', got {metric!r}")
+    scale = 100.0 if metric == "accuracy" else 1.0
+    figure = _figure(6, 4)
+    from matplotlib.ticker import MaxNLocator
+
+    ax = figure.add_subplot()
+    for split, style in (("train", "o-"), ("test", "s--")):
+        points = [(row["epoch"], row[f"{split}_{metric}"] * scale)
+                  for row in history if row.get(f"{split}_{metric}") is not None]
+        if points:
+            epochs, values = zip(*points)
+            ax.plot(epochs, values, style, label=split)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "loss (cross-entropy)")
+    ax.set_title(metric)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_predictions(images, labels, predictions, path, *, class_names=None, title=None, columns=10):
+    """A grid of images, each titled with its predicted class; wrong ones in red with the true class.
+
+    images (N, H, W) (uint8 or float, drawn dark on light), labels and predictions (N,) ints.
+    """
+    images = np.asarray(images)
+    if images.ndim != 3 or not len(images) == len(labels) == len(predictions):
+        raise ValueError(f"images must be (N, H, W) with one label and prediction each, got images "
+                         f"{images.shape}, labels {np.shape(labels)}, predictions {np.shape(predictions)}")
+    if len(images) == 0:
+        raise ValueError("no images to draw")
+    name = (lambda c: str(class_names[c])) if class_names is not None else str
+    rows = -(-len(images) // columns)
+    figure = _figure(1.1 * columns, 1.25 * rows + (0.4 if title else 0))
+    for i, (image, label, pred) in enumerate(zip(images, labels, predictions)):
+        ax = figure.add_subplot(rows, columns, i + 1)
+        ax.imshow(image, cmap="gray_r")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if label == pred:
+            ax.set_title(name(pred), fontsize=10)
+        else:
+            ax.set_title(f"{name(pred)} (true {name(label)})", fontsize=8, color="red")
+            for spine in ax.spines.values():
+                spine.set_color("red")
+                spine.set_linewidth(2)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_confusion_matrix(cm, path, *, class_names=None, title="confusion matrix"):
+    """The (K, K) confusion matrix (rows true, columns predicted) with every count written in its cell.
+
+    Colours follow the count on a log scale, so the few mistakes show beside the large diagonal.
+    """
+    cm = np.asarray(cm)
+    if cm.ndim != 2 or cm.shape[0] != cm.shape[1]:
+        raise ValueError(f"cm must be a square (K, K) matrix, got shape {cm.shape}")
+    k = cm.shape[0]
+    names = [str(c) for c in (class_names if class_names is not None else range(k))]
+    figure = _figure(0.8 + 0.5 * k, 0.6 + 0.5 * k)
+    from matplotlib.colors import LogNorm
+
+    ax = figure.add_subplot()
+    shown = np.ma.masked_equal(cm, 0)
+    ax.imshow(shown, cmap="Blues", norm=LogNorm(vmin=1, vmax=max(int(cm.max()), 2)))
+    for (i, j), count in np.ndenumerate(cm):
+        if count:
+            dark = count > cm.max() ** 0.5
+            ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
+                    color="white" if dark else "black")
+    ax.set_xticks(range(k), names)
+    ax.set_yticks(range(k), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(cm) / max(cm.sum(), 1)
+    ax.set_title(f"{title} (accuracy {accuracy:.2%})")
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_comparison(results, x, y, path, *, group=None, title=None, ylabel=None):
+    """Compare runs: ``y`` against ``x`` for a list of result dicts, one panel per ``group`` value.
+
+    The x values are drawn as categories in the order given (so numbers, strings and tuples mix),
+    each point labelled with its y value. Used by the experiment scripts, e.g. a sweep's test
+    accuracy per factor: ``plot_comparison(rows, "value", "test_accuracy", p, group="factor")``.
+    """
+    if not results:
+        raise ValueError("results is empty")
+    groups = {}
+    for row in results:
+        groups.setdefault(row[group] if group else None, []).append(row)
+    columns = min(3, len(groups))
+    rows = -(-len(groups) // columns)
+    figure = _figure(4.2 * columns, 3.2 * rows + (0.4 if title else 0))
+    for i, (name, members) in enumerate(groups.items()):
+        ax = figure.add_subplot(rows, columns, i + 1)
+        values = [row[y] for row in members]
+        positions = np.arange(len(members))
+        ax.plot(positions, values, "o-")
+        for position, value in zip(positions, values):
+            ax.annotate(f"{value:.4g}", (position, value), textcoords="offset points", xytext=(0, 5),
+                        ha="center", fontsize=8)
+        ax.set_xticks(positions, [str(row[x]) for row in members])
+        ax.margins(x=0.15, y=0.25)
+        ax.set_xlabel(str(name) if group else x)
+        ax.set_ylabel(ylabel or y)
+        ax.grid(alpha=0.3)
+    if title:
+        figure.suptitle(title)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def plot_regression(x, target, prediction, losses, path, *, title=None):
+    """Two panels: the fitted curve against the target (x, target, prediction (N,), sorted by x),
+    and the training loss per step (log scale)."""
+    figure = _figure(10, 4)
+    fit, curve = figure.subplots(1, 2)
+    fit.plot(x, target, "k-", lw=2, label="target")
+    fit.plot(x, prediction, "r--", lw=2, label="network")
+    fit.set_xlabel("x")
+    fit.set_ylabel("y")
+    fit.set_title(title or "fit")
+    fit.grid(alpha=0.3)
+    fit.legend()
+    curve.plot(np.arange(1, len(losses) + 1), losses, lw=1)
+    curve.set_yscale("log")
+    curve.set_xlabel("step")
+    curve.set_ylabel("training loss (MSE)")
+    curve.set_title("loss")
+    curve.grid(alpha=0.3)
+    figure.tight_layout()
+    return _save(figure, path)
+
+
+def read_history(run_dir):
+    """The per-epoch metrics list of a run directory (its metrics.json)."""
+    path = Path(run_dir) / "metrics.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: is {run_dir} a fastnn run directory?")
+    history = json.loads(path.read_text())
+    if not isinstance(history, list) or not history or not all(isinstance(r, dict) for r in history):
+        raise ValueError(f"{path} must hold a non-empty list of per-epoch dicts")
+    return history
+
+
+def plot_run(run_dir, *, data_dir=None, backend=None, examples=40):
+    """Write a run directory's pictures into it and return their paths.
+
+    Always: loss.png and accuracy.png (train and test, from metrics.json). When the run holds a
+    checkpoint (best.npz, else last.npz), that model is evaluated on the MNIST test set for
+    predictions.png (the first ``examples`` test images with predicted labels, wrong ones in
+    red), mistakes.png (the first ``examples`` misclassified ones) and confusion_matrix.png.
+    """
+    from .data import load_mnist
+    from .evaluate import evaluate_checkpoint
+
+    run_dir = Path(run_dir)
+    history = read_history(run_dir)
+    written = [plot_curves(history, "loss", run_dir / "loss.png"),
+               plot_curves(history, "accuracy", run_dir / "accuracy.png")]
+    checkpoint = next((run_dir / name for name in ("best.npz", "last.npz") if (run_dir / name).is_file()), None)
+    if checkpoint is None:
+        return written
+    result = evaluate_checkpoint(checkpoint, data_dir=data_dir, backend=backend)
+    images = load_mnist(data_dir).test_images
+    labels, predictions = result["labels"], result["predictions"]
+    shown = np.arange(min(examples, len(labels)))
+    written.append(plot_predictions(images[shown], labels[shown], predictions[shown], run_dir / "predictions.png",
+                                    title=f"first {len(shown)} test images ({checkpoint.name})"))
+    wrong = np.flatnonzero(labels != predictions)[:examples]
+    if wrong.size:
+        written.append(plot_predictions(images[wrong], labels[wrong], predictions[wrong], run_dir / "mistakes.png",
+                                        title=f"first {wrong.size} misclassified test images ({checkpoint.name})"))
+    written.append(plot_confusion_matrix(result["confusion_matrix"], run_dir / "confusion_matrix.png",
+                                         title=f"MNIST test set, {checkpoint.name}"))
+    return written
