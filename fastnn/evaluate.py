@@ -3,6 +3,8 @@
 ``fastnn evaluate CHECKPOINT`` calls ``evaluate_checkpoint`` and prints ``format_report``.
 The confusion matrix follows the usual convention: row = true class, column = predicted class.
 """
+import csv
+
 import numpy as np
 
 
@@ -94,3 +96,28 @@ def format_report(result):
     for c in range(k):
         lines.append(f"{c:>9}" + "".join(f"{n:>{width}}" for n in cm[c]))
     return "\n".join(lines)
+
+
+def _cell(value):
+    return f"{value:.4g}" if isinstance(value, (float, np.floating)) else str(value)
+
+
+def markdown_table(rows):
+    """A Markdown table of result rows (dicts sharing the first row's keys), floats to 4 digits."""
+    if not rows:
+        raise ValueError("rows is empty")
+    columns = list(rows[0])
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def write_csv(rows, path):
+    """Write result rows (dicts sharing the first row's keys) to a CSV file; returns the path."""
+    if not rows:
+        raise ValueError("rows is empty")
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
