@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -78,8 +79,6 @@ def output_shape(case, n):
         return (n, C, output_size(H, p["size"], p["size"], 0), output_size(W, p["size"], p["size"], 0))
     if case.op == "linear":
         return (n, p["out_features"])
-    if case.op == "softmax_cross_entropy":
-        return ()
     return (n, *case.shape)
 
 
@@ -97,32 +96,39 @@ def flops(case, n):
 
 
 def make_inputs(case, n, dtype=np.float32, seed=0):
-    """Random arguments for ``forward_backward``: a dict of arrays, batched ones with ``n`` rows."""
-    rng = np.random.default_rng(seed)
+    """Random arguments for ``forward_backward``: a dict of arrays, batched ones with ``n`` rows.
 
-    def normal(*shape, scale=1.0):
-        return (rng.standard_normal(shape) * scale).astype(dtype)
+    Each argument is drawn from its own Generator, so the first rows of a batch do not depend on
+    ``n``: ``make_inputs(case, 2)`` equals ``slice_inputs(make_inputs(case, 64), 2)``.
+    """
+    def stream(name):
+        return np.random.default_rng([seed, zlib.crc32(name.encode())])
+
+    def normal(name, *shape, scale=1.0):
+        return (stream(name).standard_normal(shape) * scale).astype(dtype)
 
     p = case.params
-    x = normal(n, *case.shape)
+    if case.op == "softmax_cross_entropy":
+        return dict(logits=normal("logits", n, *case.shape, scale=3.0),
+                    labels=stream("labels").integers(0, case.shape[0], n))
+    x = normal("x", n, *case.shape)
+    dy = normal("dy", *output_shape(case, n))
     if case.op == "conv2d":
         C = case.shape[0]
         fan_in = C * p["kernel"] ** 2
-        w = normal(p["filters"], C, p["kernel"], p["kernel"], scale=np.sqrt(2.0 / fan_in))
-        return dict(x=x, w=w, b=normal(p["filters"]), dy=normal(*output_shape(case, n)))
+        w = normal("w", p["filters"], C, p["kernel"], p["kernel"], scale=np.sqrt(2.0 / fan_in))
+        return dict(x=x, w=w, b=normal("b", p["filters"]), dy=dy)
     if case.op == "linear":
         D = case.shape[0]
-        w = normal(D, p["out_features"], scale=np.sqrt(2.0 / D))
-        return dict(x=x, w=w, b=normal(p["out_features"]), dy=normal(*output_shape(case, n)))
-    if case.op == "softmax_cross_entropy":
-        return dict(logits=normal(n, *case.shape, scale=3.0), labels=rng.integers(0, case.shape[0], n))
+        w = normal("w", D, p["out_features"], scale=np.sqrt(2.0 / D))
+        return dict(x=x, w=w, b=normal("b", p["out_features"]), dy=dy)
     if case.op == "batchnorm":
         C = case.shape[0]
-        return dict(x=x, gamma=1 + normal(C, scale=0.1), beta=normal(C, scale=0.1),
-                    running_mean=np.zeros(C, dtype), running_var=np.ones(C, dtype), dy=normal(*x.shape))
+        return dict(x=x, gamma=1 + normal("gamma", C, scale=0.1), beta=normal("beta", C, scale=0.1),
+                    running_mean=np.zeros(C, dtype), running_var=np.ones(C, dtype), dy=dy)
     if case.op == "dropout":
-        return dict(x=x, mask=rng.random(x.shape) >= p["p"], dy=normal(*x.shape))
-    return dict(x=x, dy=normal(*output_shape(case, n)))   # maxpool2d, relu
+        return dict(x=x, mask=stream("mask").random(x.shape) >= p["p"], dy=dy)
+    return dict(x=x, dy=dy)   # maxpool2d, relu
 
 
 def slice_inputs(inputs, n):
