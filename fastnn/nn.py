@@ -257,6 +257,9 @@ class Sequential(Module):
         return len(self._modules)
 
     def __getitem__(self, index):
+        """The module at ``index``; a slice gives a Sequential of those (same) modules."""
+        if isinstance(index, slice):
+            return Sequential(*self.children()[index])
         return self.children()[index]
 
     def __iter__(self):

@@ -28,6 +28,7 @@ def test_named_parameters_buffers_and_modules_are_named_in_registration_order():
     assert [name for name, _ in net.named_buffers()] == ["1.running_mean", "1.running_var"]
     assert [name for name, _ in net.named_modules()] == ["", "0", "1", "2", "3", "3.0"]
     assert net.children() == [net[0], net[1], net[2], net[3]]
+    assert net[1:3].children() == [net[1], net[2]]
     assert len(net) == 4
 
 
