@@ -146,7 +146,7 @@ class SGD(Optimizer):
                 buf *= self.momentum
                 buf += g
             else:
-                buf = state["momentum_buffer"] = g.copy()
+                buf = state["momentum_buffer"] = g.astype(w.dtype)
             g = g + self.momentum * buf if self.nesterov else buf
         w -= self.lr * g
 
