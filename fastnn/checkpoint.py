@@ -183,12 +183,13 @@ def _check_fits(stored, current, what, path):
 def restore(checkpoint, model, optimizer=None, schedule=None, loader=None):
     """Load a ``Checkpoint`` into the given objects: all of them, or (on CheckpointError) none.
 
-    Every saved part is checked against the live object's own ``state_dict`` (keys, shapes and
-    dtypes) and the saved random generators against the model's Dropout layers before anything
-    is changed. ``loader`` (optional) gets its Generator set to the saved loader state.
+    The saved model and schedule states are checked against the live objects' own
+    ``state_dict`` (keys, shapes and dtypes), the saved random generators against the model's
+    Dropout layers, and the optimizer state by the optimizer's (all-or-nothing)
+    ``load_state_dict``, before anything else is changed. ``loader`` (optional) gets its Generator set to the saved loader state.
     """
     path = checkpoint.path
-    owners = {"model": model, "optimizer": optimizer, "schedule": schedule}
+    owners = {"model": model, "schedule": schedule}
     for what, owner in owners.items():
         if owner is not None:
             _check_fits(getattr(checkpoint, what), owner.state_dict(), what, path)
@@ -199,6 +200,14 @@ def restore(checkpoint, model, optimizer=None, schedule=None, loader=None):
                               f"the model's {sorted(generators)}")
     if loader is not None and checkpoint.rng["loader"] is None:
         raise CheckpointError(f"{path}: no saved data loader state to resume from")
+    if optimizer is not None:
+        # An optimizer's state grows at its first step, so it is checked by its own
+        # load_state_dict, which validates every entry before changing anything; it goes first
+        # so that nothing else has been changed when it refuses.
+        try:
+            optimizer.load_state_dict(checkpoint.optimizer)
+        except ValueError as error:
+            raise CheckpointError(f"{path}: the saved optimizer state does not fit: {error}") from None
     for what, owner in owners.items():
         if owner is not None:
             owner.load_state_dict(getattr(checkpoint, what))
