@@ -176,7 +176,7 @@ def load_mnist(root=None, *, download=True, verify=True):
         found, missing = _find_mnist_files(directory)
         if not missing:
             return _read_mnist(found, verify)
-        searched.append(f"{what} {directory}: " + ("missing " + ", ".join(missing)
+        searched.append(f"{what} {directory}: " + ("missing " + ", ".join(m + "[.gz]" for m in missing)
                                                    if directory.is_dir() else "no such directory"))
     if not download:
         raise FileNotFoundError("MNIST files not found; searched:\n  " + "\n  ".join(searched)
