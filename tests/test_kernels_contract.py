@@ -1,0 +1,277 @@
+"""The kernel contract of DESIGN.md, checked in every backend of the registry: the registry
+itself, conventions at the edges (max-pool ties, extreme logits, constant batch-norm channels,
+ReLU at 0), purity, dtypes, and the ValueError raised for bad input."""
+import importlib
+import re
+
+import numpy as np
+import pytest
+
+import kernel_cases
+from fastnn import kernels
+
+BACKENDS = kernels.BACKENDS
+DTYPES = (np.float32, np.float64)
+JIT_OWN_OPS = ("conv2d", "maxpool2d", "softmax_cross_entropy")  # the heart of the project: never a fallback
+
+
+# --- registry ---------------------------------------------------------------------------------
+
+def test_registry_lists_backends_and_ops():
+    assert BACKENDS == ("reference", "vectorized", "jit")
+    for backend in BACKENDS:
+        namespace = kernels.get(backend)
+        for op in kernels.OPS:
+            assert callable(getattr(namespace, op)), f"{backend} lacks {op}"
+
+
+@pytest.mark.parametrize("backend", ["reference", "vectorized"])
+def test_reference_and_vectorized_serve_every_op_themselves(backend):
+    for op in kernels.OPS:
+        assert kernels.provider(backend, op) == backend
+
+
+@pytest.mark.parametrize("op", JIT_OWN_OPS)
+def test_jit_serves_its_core_ops_itself(op):
+    assert kernels.provider("jit", f"{op}_forward") == "jit"
+    assert kernels.provider("jit", f"{op}_backward") == "jit"
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("op", kernel_cases.OPS)
+def test_forward_and_backward_come_from_one_backend(backend, op):
+    # The cache is private to the backend that made it, so the pair must not be split.
+    forward_provider = kernels.provider(backend, f"{op}_forward")
+    assert kernels.provider(backend, f"{op}_backward") == forward_provider
+    if backend == "jit":
+        assert forward_provider in ("jit", "vectorized")
+    module = importlib.import_module(f"fastnn.kernels.{forward_provider}")
+    assert getattr(kernels.get(backend), f"{op}_forward") is getattr(module, f"{op}_forward")
+
+
+def test_unknown_backend_and_op_raise_value_error_naming_them():
+    with pytest.raises(ValueError, match="'cuda'"):
+        kernels.get("cuda")
+    with pytest.raises(ValueError, match="'cuda'"):
+        kernels.provider("cuda", "relu_forward")
+    with pytest.raises(ValueError, match="'gelu_forward'"):
+        kernels.provider("reference", "gelu_forward")
+
+
+# --- max-pool ties ----------------------------------------------------------------------------
+
+def first_maximum_gradient(x, dy, size, stride):
+    """dx of max-pooling: each window's gradient at the first index holding the window's maximum."""
+    dx = np.zeros(x.shape)
+    for n, c, i, j in np.ndindex(dy.shape):
+        window = x[n, c, i * stride:i * stride + size, j * stride:j * stride + size]
+        first = np.flatnonzero(window == window.max())[0]
+        dx[n, c, i * stride + first // size, j * stride + first % size] += dy[n, c, i, j]
+    return dx
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_maxpool_tie_goes_to_first_maximum_by_hand(backend, dtype):
+    ops = kernels.get(backend)
+    # Windows (size 2): [[1, 3], [3, 2]] -> first 3 at (0, 1); [[3, 0], [0, 0]] -> (0, 2);
+    # [[0, 0], [0, 0]] -> its top-left corner (0, 4).
+    x = np.array([[[[1, 3, 3, 0, 0, 0], [3, 2, 0, 0, 0, 0]]]], dtype=dtype)
+    y, cache = ops.maxpool2d_forward(x, 2)
+    np.testing.assert_array_equal(y, [[[[3, 3, 0]]]])
+    dx = ops.maxpool2d_backward(np.array([[[[10, 20, 30]]]], dtype=dtype), cache)
+    np.testing.assert_array_equal(dx, [[[[0, 10, 20, 0, 30, 0], [0, 0, 0, 0, 0, 0]]]])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_maxpool_overlapping_windows_on_constant_input(backend, dtype):
+    # Every 3x3 window (stride 1) of a constant image ties everywhere: each sends its gradient to its
+    # own top-left corner, so dx is dy placed in the top-left OH x OW block.
+    ops = kernels.get(backend)
+    x = np.full((1, 2, 4, 5), -1.5, dtype=dtype)
+    dy = np.arange(1, 13, dtype=dtype).reshape(1, 2, 2, 3)
+    y, cache = ops.maxpool2d_forward(x, 3, 1)
+    dx = ops.maxpool2d_backward(dy, cache)
+    expected = np.zeros(x.shape, dtype=dtype)
+    expected[:, :, :2, :3] = dy
+    np.testing.assert_array_equal(y, np.full(dy.shape, -1.5))
+    np.testing.assert_array_equal(dx, expected)
+
+
+@pytest.mark.parametrize("size, stride", [(2, None), (3, 2), (2, 1), (3, 3), (4, 3)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_maxpool_tie_goes_to_first_maximum_random(backend, dtype, size, stride):
+    rng = np.random.default_rng(size * 10 + (stride or 0))
+    x = rng.integers(0, 3, size=(2, 3, 9, 10)).astype(dtype)  # three values: ties everywhere
+    ops = kernels.get(backend)
+    y, cache = ops.maxpool2d_forward(x, size, stride)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = ops.maxpool2d_backward(dy, cache)
+    np.testing.assert_allclose(dx, first_maximum_gradient(x, dy, size, stride or size), rtol=1e-6, atol=1e-6)
+
+
+# --- softmax cross-entropy at extreme logits ---------------------------------------------------
+
+# (logits, labels, loss, softmax) worked out by hand: exp(-1e4) and exp(-2e8) are 0 in floating point.
+EXTREME_LOGITS = {
+    "plus-minus-1e4": ([[1e4, -1e4, 0.0], [-1e4, 1e4, 0.0]], [0, 0], (0.0 + 2e4) / 2,
+                       [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]),
+    "1e8": ([[1e8, 1e8, -1e8], [-1e8, 1e8, 1e8]], [1, 0], (np.log(2) + 2e8) / 2,
+            [[0.5, 0.5, 0.0], [0.0, 0.5, 0.5]]),
+    "all-equal": ([[7.0] * 4, [-7.0] * 4, [0.0] * 4], [3, 0, 1], np.log(4), [[0.25] * 4] * 3),
+}
+
+
+@pytest.mark.parametrize("dloss_kind", ["float", "0-d array"])
+@pytest.mark.parametrize("case", EXTREME_LOGITS, ids=str)
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_softmax_cross_entropy_extreme_logits(backend, dtype, case, dloss_kind):
+    logits, labels, expected_loss, softmax = EXTREME_LOGITS[case]
+    logits, labels, softmax = np.array(logits, dtype=dtype), np.array(labels), np.array(softmax)
+    N = len(labels)
+    dloss = 2.0 if dloss_kind == "float" else np.asarray(2.0, dtype=dtype)
+    ops = kernels.get(backend)
+    loss, cache = ops.softmax_cross_entropy_forward(logits, labels)
+    dlogits = ops.softmax_cross_entropy_backward(dloss, cache)
+    onehot = np.eye(logits.shape[1])[labels]
+    assert np.isfinite(loss) and np.all(np.isfinite(dlogits))
+    np.testing.assert_allclose(loss, expected_loss, rtol=1e-6)
+    np.testing.assert_allclose(dlogits, 2.0 * (softmax - onehot) / N, rtol=1e-6, atol=1e-7)
+
+
+# --- batch norm edge cases ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("shape", [(6, 3), (2, 3, 3, 2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batchnorm_constant_channel(backend, dtype, shape):
+    # Channel 1 is constant: mean = 3, var = 0, so x - mean = 0 and y = beta = 0 there; the gradient
+    # is finite and (with xhat = 0) reduces to gamma / sqrt(eps) * (dy - mean(dy)).
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(dtype)
+    x[:, 1] = 3.0
+    gamma = np.array([1.5, -2.0, 0.5], dtype=dtype)
+    beta = np.zeros(3, dtype=dtype)
+    running_var = np.ones(3, dtype=dtype)
+    eps = 1e-5
+    ops = kernels.get(backend)
+    y, cache, _, new_running_var = ops.batchnorm_forward(x, gamma, beta, np.zeros(3, dtype=dtype), running_var, eps=eps)
+    dy = rng.standard_normal(shape).astype(dtype)
+    dx, dgamma, dbeta = ops.batchnorm_backward(dy, cache)
+    assert np.all(np.isfinite(y)) and np.all(np.isfinite(dx))
+    np.testing.assert_allclose(y[:, 1], 0.0, atol=1e-6)
+    np.testing.assert_allclose(dx[:, 1], gamma[1] / np.sqrt(eps) * (dy[:, 1] - dy[:, 1].mean()), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(dgamma[1], 0.0, atol=1e-5)
+    np.testing.assert_allclose(dbeta[1], dy[:, 1].sum(), rtol=1e-5)
+    np.testing.assert_allclose(new_running_var[1], 0.9, rtol=1e-6)  # (1 - 0.1) * 1 + 0.1 * 0
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (1, 3, 1, 1)])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_batchnorm_training_with_one_value_per_channel_raises(backend, shape):
+    ops = kernels.get(backend)
+    x, ones, zeros = np.ones(shape), np.ones(3), np.zeros(3)
+    with pytest.raises(ValueError, match=re.escape(str(shape))):
+        ops.batchnorm_forward(x, ones, zeros, zeros, ones, training=True)
+    y, *_ = ops.batchnorm_forward(x, ones, zeros, zeros, ones, training=False)  # eval mode is fine
+    np.testing.assert_allclose(y, np.ones(shape) / np.sqrt(1 + 1e-5))
+
+
+# --- ReLU at zero --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_relu_gradient_at_zero_is_zero(backend, dtype):
+    # PyTorch's convention: ReLU's gradient at exactly 0 (either sign of zero) is 0.
+    ops = kernels.get(backend)
+    y, cache = ops.relu_forward(np.array([-1.0, 0.0, -0.0, 2.0], dtype=dtype))
+    np.testing.assert_array_equal(y, [0.0, 0.0, 0.0, 2.0])
+    np.testing.assert_array_equal(ops.relu_backward(np.full(4, 5.0, dtype=dtype), cache), [0.0, 0.0, 0.0, 5.0])
+
+
+# --- purity and dtypes ---------------------------------------------------------------------------
+
+def copies(inputs):
+    return {name: value.copy() if isinstance(value, np.ndarray) else value for name, value in inputs.items()}
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("op", kernel_cases.OPS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_inputs_unchanged_and_dtype_kept(backend, op, dtype):
+    ops = kernels.get(backend)
+    for seed in range(5):
+        inputs, dy = kernel_cases.case(op, seed, dtype)
+        inputs_before, dy_before = copies(inputs), np.copy(dy)
+        y, cache, *running = getattr(ops, f"{op}_forward")(**inputs)
+        y_before = np.copy(y)
+        grads = getattr(ops, f"{op}_backward")(dy, cache)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        for name, value in inputs.items():
+            np.testing.assert_array_equal(value, inputs_before[name], err_msg=f"{op} changed its input {name}")
+        np.testing.assert_array_equal(dy, dy_before, err_msg=f"{op} backward changed dy")
+        np.testing.assert_array_equal(y, y_before, err_msg=f"{op} backward changed the forward output")
+        for result in (y, *running, *grads):
+            assert result.dtype == np.dtype(dtype), f"{op}: result dtype {result.dtype} for {np.dtype(dtype)} input"
+        if op == "softmax_cross_entropy":
+            assert np.ndim(y) == 0
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+def zeros(*shape, dtype=np.float64):
+    return np.zeros(shape, dtype=dtype)
+
+
+# (op, keyword arguments, words the message must contain: argument names and shapes)
+BAD_INPUTS = {
+    "linear x rank": ("linear", dict(x=zeros(2, 3, 4), w=zeros(3, 5), b=zeros(5)), ["x", "(2, 3, 4)"]),
+    "linear features": ("linear", dict(x=zeros(2, 3), w=zeros(4, 5), b=zeros(5)), ["x", "w", "(2, 3)", "(4, 5)"]),
+    "linear bias": ("linear", dict(x=zeros(2, 3), w=zeros(3, 5), b=zeros(4)), ["b", "(4,)"]),
+    "linear empty batch": ("linear", dict(x=zeros(0, 3), w=zeros(3, 5), b=zeros(5)), ["x", "(0, 3)"]),
+    "conv2d x rank": ("conv2d", dict(x=zeros(1, 8, 8), w=zeros(2, 1, 3, 3), b=zeros(2)), ["x", "(1, 8, 8)"]),
+    "conv2d channels": ("conv2d", dict(x=zeros(1, 2, 8, 8), w=zeros(4, 3, 3, 3), b=zeros(4)),
+                        ["x", "w", "(1, 2, 8, 8)", "(4, 3, 3, 3)"]),
+    "conv2d empty batch": ("conv2d", dict(x=zeros(0, 1, 8, 8), w=zeros(2, 1, 3, 3), b=zeros(2)), ["x", "(0, 1, 8, 8)"]),
+    "conv2d kernel larger than input": ("conv2d", dict(x=zeros(1, 1, 3, 3), w=zeros(1, 1, 5, 5), b=zeros(1)),
+                                        ["x", "w", "(1, 1, 3, 3)", "(1, 1, 5, 5)"]),
+    "maxpool2d x rank": ("maxpool2d", dict(x=zeros(4, 4)), ["x", "(4, 4)"]),
+    "maxpool2d empty batch": ("maxpool2d", dict(x=zeros(0, 1, 4, 4)), ["x", "(0, 1, 4, 4)"]),
+    "maxpool2d window larger than input": ("maxpool2d", dict(x=zeros(1, 1, 3, 5), size=4), ["x", "(1, 1, 3, 5)"]),
+    "relu integer x": ("relu", dict(x=np.zeros((2, 2), dtype=np.int64)), ["x", "int64"]),
+    "softmax logits rank": ("softmax_cross_entropy", dict(logits=zeros(3), labels=np.zeros(3, int)), ["logits", "(3,)"]),
+    "softmax label too large": ("softmax_cross_entropy", dict(logits=zeros(2, 3), labels=np.array([0, 3])),
+                                ["labels", "(2, 3)"]),
+    "softmax label negative": ("softmax_cross_entropy", dict(logits=zeros(2, 3), labels=np.array([-1, 0])),
+                               ["labels", "(2, 3)"]),
+    "softmax label count": ("softmax_cross_entropy", dict(logits=zeros(2, 3), labels=np.array([0, 1, 2])),
+                            ["labels", "logits", "(2, 3)", "(3,)"]),
+    "softmax empty batch": ("softmax_cross_entropy", dict(logits=zeros(0, 3), labels=np.zeros(0, int)),
+                            ["logits", "(0, 3)"]),
+    "batchnorm x rank": ("batchnorm", dict(x=zeros(4, 3, 2), gamma=zeros(3), beta=zeros(3), running_mean=zeros(3),
+                                           running_var=zeros(3)), ["x", "(4, 3, 2)"]),
+    "batchnorm gamma channels": ("batchnorm", dict(x=zeros(4, 3), gamma=zeros(2), beta=zeros(3), running_mean=zeros(3),
+                                                   running_var=zeros(3)), ["gamma", "(4, 3)", "(2,)"]),
+    "batchnorm running_var channels": ("batchnorm", dict(x=zeros(4, 3, 2, 2), gamma=zeros(3), beta=zeros(3),
+                                                         running_mean=zeros(3), running_var=zeros(4)),
+                                       ["running_var", "(4, 3, 2, 2)", "(4,)"]),
+    "batchnorm empty batch": ("batchnorm", dict(x=zeros(0, 3), gamma=zeros(3), beta=zeros(3), running_mean=zeros(3),
+                                                running_var=zeros(3)), ["x", "(0, 3)"]),
+    "dropout mask shape": ("dropout", dict(x=zeros(2, 3), mask=np.ones((3, 2), bool), p=0.5), ["mask", "(2, 3)", "(3, 2)"]),
+    "dropout p": ("dropout", dict(x=zeros(2, 3), mask=np.ones((2, 3), bool), p=1.0), ["p", "1.0"]),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS, ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_input_raises_value_error_naming_it(backend, case):
+    op, inputs, words = BAD_INPUTS[case]
+    with pytest.raises(ValueError) as raised:
+        getattr(kernels.get(backend), f"{op}_forward")(**inputs)
+    message = str(raised.value)
+    for word in words:
+        # names as whole words, shapes verbatim
+        assert re.search(rf"(?<!\w){re.escape(word)}(?!\w)", message), f"{word!r} not in message {message!r}"
