@@ -25,6 +25,8 @@ from urllib.request import urlopen
 import numpy as np
 from tqdm import tqdm
 
+from .nn import make_rng
+
 __all__ = ["read_idx", "MNIST", "load_mnist", "mnist_cache_dir", "MNIST_MIRRORS", "MNIST_SHA256",
            "DataLoader", "load_image_folder"]
 
@@ -205,9 +207,10 @@ def _find_mnist_files(directory):
 def _read_mnist(paths, verify):
     """Read the four files `paths` ({stem: path}), check their checksums if `verify`, and check
     that images and labels agree in count and train and test images in size."""
+    files = {field: paths[stem] for field, (stem, _) in _MNIST_FILES.items()}
     arrays = {}
-    for field, (stem, ndim) in _MNIST_FILES.items():
-        path = paths[stem]
+    for field, (_, ndim) in _MNIST_FILES.items():
+        path = files[field]
         if verify:
             digest = _sha256(path)
             if digest != MNIST_SHA256[path.name]:
@@ -219,13 +222,12 @@ def _read_mnist(paths, verify):
     for split in ("train", "test"):
         images, labels = arrays[split + "_images"], arrays[split + "_labels"]
         if len(images) != len(labels):
-            raise ValueError(f"{paths[_MNIST_FILES[split + '_images'][0]]} holds {len(images)} "
-                             f"images but {paths[_MNIST_FILES[split + '_labels'][0]]} holds "
-                             f"{len(labels)} labels")
-    if arrays["train_images"].shape[1:] != arrays["test_images"].shape[1:]:
-        raise ValueError(f"training images are {arrays['train_images'].shape[1:]} but test images "
-                         f"are {arrays['test_images'].shape[1:]} "
-                         f"({paths[_MNIST_FILES['test_images'][0]]})")
+            raise ValueError(f"{files[split + '_images']} holds {len(images)} images but "
+                             f"{files[split + '_labels']} holds {len(labels)} labels")
+    train_size, test_size = arrays["train_images"].shape[1:], arrays["test_images"].shape[1:]
+    if train_size != test_size:
+        raise ValueError(f"{files['test_images']}: test images are {test_size} but training "
+                         f"images are {train_size}")
     return MNIST(**arrays)
 
 
@@ -296,8 +298,8 @@ class DataLoader:
     Randomness comes from `loader.rng`, a numpy Generator made from `seed` (an int or a
     Generator; None means 0). When shuffling, each `iter(loader)` draws exactly one
     `rng.permutation(N)`, at the call; with `augment`, each batch then draws its shifts,
-    `dy, dx = rng.integers(-2, 3, size=(2, B))`. So saving `rng.bit_generator.state` before an epoch and
-    restoring it replays that epoch exactly.
+    `dy, dx = rng.integers(-2, 3, size=(2, B))`. So saving `rng.bit_generator.state` before an
+    epoch and restoring it replays that epoch exactly.
 
     augment: shift each image by its own random whole number of pixels, dy and dx in [-2, 2]
     (content moves down by dy and right by dx), filling the uncovered border with the value of a
@@ -340,11 +342,11 @@ class DataLoader:
         self.shuffle = shuffle
         self.drop_last = drop_last
         self.augment = augment
-        self.rng = np.random.default_rng(0 if seed is None else seed)
+        self.rng = make_rng(seed)
 
     @property
     def num_samples(self):
-        """N, the number of images (per epoch, less any dropped last batch)."""
+        """N, the number of images in the data set."""
         return len(self._y)
 
     def __len__(self):

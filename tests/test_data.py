@@ -505,6 +505,15 @@ def test_augment_is_an_exact_shift_drawn_from_the_loader_rng():
         np.testing.assert_allclose(x[:, 0], normalised(expected), rtol=1e-6)
 
 
+def test_augment_moves_all_channels_together():
+    images = np.random.default_rng(0).integers(1, 256, (20, 3, 6, 6), dtype=np.uint8)
+    loader = DataLoader(images, np.arange(20), 20, augment=True, seed=2)
+    x, _ = next(iter(loader))
+    dy, dx = np.random.default_rng(2).integers(-2, 3, size=(2, 20))
+    expected = [[shift_by_hand(channel, a, b) for channel in image] for image, a, b in zip(images, dy, dx)]
+    np.testing.assert_allclose(x, normalised(expected), rtol=1e-6)
+
+
 # ---------------------------------------------------------------------------- image folders
 
 def save_png(path, array):
