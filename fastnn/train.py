@@ -232,6 +232,8 @@ class Trainer:
         Raises TrainingDiverged (the last checkpoint on disk is left as it was) or, after a stop
         request or Ctrl-C, TrainingInterrupted (``last.npz`` written for the point reached).
         """
+        if self.out_dir is not None:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         on_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGINT) if on_main_thread else None
         if previous is None:  # a handler not set from Python: restore Python's default one
