@@ -1,0 +1,25 @@
+"""The ``jit`` backend: Numba kernels for conv2d, max-pooling and softmax cross-entropy.
+
+Every other op is served by the ``vectorized`` backend (see ``fastnn.kernels.provider``).
+Nothing compiles at import. Each kernel compiles at its first call for the dtype it is given
+(float32 and float64 are separate compilations) and is cached on disk (``cache=True``; the
+directory follows ``NUMBA_CACHE_DIR``), so later processes load it instead of compiling.
+``warm_up`` compiles or loads every kernel for one dtype ahead of time.
+"""
+import numpy as np
+
+from .conv2d import conv2d_backward, conv2d_forward
+from .maxpool2d import maxpool2d_backward, maxpool2d_forward
+from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+
+
+def warm_up(dtype=np.float32):
+    """Compile (or load from the disk cache) every jit kernel for ``dtype`` on tiny inputs."""
+    dtype = np.dtype(dtype)
+    x = np.ones((1, 1, 4, 4), dtype)
+    y, cache = conv2d_forward(x, np.ones((1, 1, 3, 3), dtype), np.zeros(1, dtype), stride=1, pad=1)
+    conv2d_backward(y, cache)
+    y, cache = maxpool2d_forward(x, 2)
+    maxpool2d_backward(y, cache)
+    loss, cache = softmax_cross_entropy_forward(np.zeros((1, 2), dtype), np.zeros(1, np.int64))
+    softmax_cross_entropy_backward(loss, cache)

@@ -1,0 +1,68 @@
+"""Max-pooling in Numba, one thread per block of (n, c) planes.
+
+The forward pass records, for every window, the flat position (within its plane) of the window's
+first maximum in row-major order; a NaN counts as larger than any number, so a window holding
+a NaN yields NaN and sends its gradient to its first NaN. The backward pass zeroes each plane of
+dx and adds every window's gradient at its recorded position, so overlapping windows accumulate.
+Planes are disjoint, so threads never write to the same element.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import _common
+
+
+@njit(parallel=True, cache=True)
+def _forward(x, size, stride, OH, OW):
+    """y (N, C, OH, OW) and argmax (N, C, OH, OW) int32: flat index h * W + w of each window's maximum."""
+    N, C, H, W = x.shape
+    planes = x.reshape(N * C, H, W)
+    y = np.empty((N * C, OH, OW), x.dtype)
+    argmax = np.empty((N * C, OH, OW), np.int32)
+    for q in prange(N * C):
+        plane = planes[q]
+        for i in range(OH):
+            for j in range(OW):
+                h0, w0 = i * stride, j * stride
+                best, where = plane[h0, w0], h0 * W + w0
+                for h in range(h0, h0 + size):
+                    for w in range(w0, w0 + size):
+                        v = plane[h, w]
+                        if v > best or (v != v and best == best):
+                            best, where = v, h * W + w
+                y[q, i, j] = best
+                argmax[q, i, j] = where
+    return y.reshape(N, C, OH, OW), argmax.reshape(N, C, OH, OW)
+
+
+@njit(parallel=True, cache=True)
+def _backward(dy, argmax, H, W):
+    """dx (N, C, H, W): each window's gradient dy added at its argmax position."""
+    N, C, OH, OW = dy.shape
+    dy_planes = dy.reshape(N * C, OH * OW)
+    argmax_planes = argmax.reshape(N * C, OH * OW)
+    dx = np.empty((N * C, H * W), dy.dtype)
+    for q in prange(N * C):
+        dx[q, :] = 0
+        for k in range(OH * OW):
+            dx[q, argmax_planes[q, k]] += dy_planes[q, k]
+    return dx.reshape(N, C, H, W)
+
+
+def maxpool2d_forward(x, size=2, stride=None):
+    """Max over size x size windows moved by ``stride`` (None: ``size``).
+
+    x (N, C, H, W) -> y (N, C, OH, OW), cache.
+    """
+    stride, OH, OW = _common.check_maxpool2d(x, size, stride)
+    x = np.ascontiguousarray(x)
+    y, argmax = _forward(x, int(size), int(stride), OH, OW)
+    return y, (argmax, x.shape, x.dtype)
+
+
+def maxpool2d_backward(dy, cache):
+    """dy (N, C, OH, OW) -> dx (N, C, H, W), each window's gradient routed to its first maximum."""
+    argmax, (N, C, H, W), dtype = cache
+    if dy.shape != argmax.shape:
+        raise ValueError(f"dy must have shape {argmax.shape}, got {dy.shape}")
+    return _backward(np.ascontiguousarray(dy, dtype=dtype), argmax, H, W)

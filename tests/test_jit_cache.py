@@ -1,0 +1,75 @@
+"""The jit kernels are cached on disk: a second process loads them instead of compiling.
+
+Two fresh interpreters share one empty NUMBA_CACHE_DIR. The first compiles every kernel
+(``fastnn.kernels.jit.warm_up``) and must leave index (.nbi) and data (.nbc) files behind; the
+second must load every kernel it uses from those files (Numba counts cache hits and misses per
+dispatcher) and write nothing new.
+"""
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytest.importorskip("numba")
+
+WARM_UP_AND_REPORT = """
+import json
+import numpy as np
+from numba.core.registry import CPUDispatcher
+import fastnn.kernels.jit as jit
+from fastnn.kernels.jit import conv2d, maxpool2d, softmax_cross_entropy
+
+jit.warm_up(np.float32)
+stats = {}
+for module in (conv2d, maxpool2d, softmax_cross_entropy):
+    for name, obj in vars(module).items():
+        if isinstance(obj, CPUDispatcher):
+            stats[module.__name__ + "." + name] = {
+                "hits": sum(obj.stats.cache_hits.values()),
+                "misses": sum(obj.stats.cache_misses.values()),
+            }
+print(json.dumps(stats))
+"""
+
+MODULES = ("conv2d", "maxpool2d", "softmax_cross_entropy")
+
+
+def run_warm_up(cache_dir):
+    """Per-dispatcher cache statistics of a fresh interpreter that ran warm_up."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache_dir))
+    done = subprocess.run([sys.executable, "-c", WARM_UP_AND_REPORT], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def cache_files(cache_dir):
+    """{relative path: modification time} of every file under cache_dir."""
+    return {str(p.relative_to(cache_dir)): p.stat().st_mtime_ns for p in cache_dir.rglob("*") if p.is_file()}
+
+
+def used(stats):
+    """The dispatchers a process called, with their statistics."""
+    return {name: s for name, s in stats.items() if s["hits"] + s["misses"] > 0}
+
+
+def test_second_process_loads_every_kernel_from_the_disk_cache(tmp_path):
+    cache_dir = tmp_path / "numba-cache"
+
+    first = used(run_warm_up(cache_dir))
+    files = cache_files(cache_dir)
+    assert any(name.endswith(".nbi") for name in files), files
+    assert any(name.endswith(".nbc") for name in files), files
+    # The directory was empty, so the first process compiled every kernel it called.
+    for module in MODULES:
+        assert any(name.split(".")[-2] == module for name in first), (module, first)
+    assert all(s["misses"] > 0 and s["hits"] == 0 for s in first.values()), first
+
+    second = used(run_warm_up(cache_dir))
+    assert set(second) <= set(first), (first, second)
+    for module in MODULES:
+        assert any(name.split(".")[-2] == module for name in second), (module, second)
+    assert all(s["hits"] > 0 and s["misses"] == 0 for s in second.values()), second
+    assert cache_files(cache_dir) == files
