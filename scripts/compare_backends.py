@@ -16,30 +16,24 @@ Times are medians of several repeats, each after an untimed warm-up call.
     python scripts/compare_backends.py            # the full comparison (a few minutes)
     python scripts/compare_backends.py --quick    # one repeat, no compile times: a smoke run
 """
-import os
+import argparse
+import pathlib
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
 
-# Two threads for BLAS and Numba, fixed before NumPy or Numba start.
-for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
-    os.environ[variable] = "2"
-
-import argparse  # noqa: E402
-import pathlib  # noqa: E402
-import statistics  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-import time  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "asv_bench"))
+import benchmarks  # noqa: E402  (first: it fixes 2 threads before NumPy and Numba start)
 
 import numpy as np  # noqa: E402
 
 import fastnn.kernels  # noqa: E402
-from fastnn.losses import CrossEntropyLoss  # noqa: E402
-from fastnn.optim import SGD  # noqa: E402
-
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "asv_bench"))
 from benchmarks.common import (FAST_BACKENDS, KERNEL_CASES, build_model, flops,  # noqa: E402
                                forward_backward, has_jit_warm_up, jit_compile_seconds, make_inputs,
-                               max_abs_difference)
+                               make_optimizer, max_abs_difference, print_table)
+from fastnn.losses import CrossEntropyLoss  # noqa: E402
 
 
 # -- timing -------------------------------------------------------------------------------------
@@ -101,13 +95,6 @@ def kernel_target(case, batch):
 
 # -- table 1: kernels ---------------------------------------------------------------------------
 
-def print_table(header, rows):
-    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
-    for line in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(str(cell).rjust(w) if i else str(cell).ljust(w)
-                        for i, (cell, w) in enumerate(zip(line, widths))))
-
-
 def format_seconds(seconds):
     if seconds >= 1:
         return f"{seconds:.2f} s"
@@ -123,9 +110,12 @@ def compare_kernels(cases, batch_sizes, backends, reference_images, repeats, min
     rows = []
     for case in cases:
         slice_inputs = make_inputs(case, reference_images)
-        expected = forward_backward(reference, case, slice_inputs)
-        ref_seconds = median_seconds(lambda: forward_backward(reference, case, slice_inputs),
-                                     max(1, repeats // 2), 0.0)
+        samples = []
+        for _ in range(max(1, repeats // 2)):     # the reference is slow: fewer samples, no warm-up
+            start = time.perf_counter()
+            expected = forward_backward(reference, case, slice_inputs)
+            samples.append(time.perf_counter() - start)
+        ref_seconds = statistics.median(samples)
         ref_per_image = ref_seconds / reference_images
         ref_flops = flops(case, reference_images)
         rows.append([case.name, reference_images, "reference", format_seconds(ref_seconds),
@@ -148,7 +138,7 @@ def compare_kernels(cases, batch_sizes, backends, reference_images, repeats, min
                              f"{measured['GFLOP/s']:.1f}" if case_flops else "",
                              f"{ref_per_image * batch / seconds:,.0f}", f"{differences[backend]:.1e}",
                              bound, verdict])
-    print("1. Kernels: forward + backward, float32, 2 threads "
+    print("1. Kernels: forward + backward "
           f"(reference on {reference_images} images; 'x ref' is the speed-up per image)")
     print_table(header, rows)
 
@@ -205,7 +195,7 @@ def seed_cnn_step_seconds(backend, batch, repeats, min_sample_seconds):
     y = rng.integers(0, 10, batch)
     model = build_model("seed_cnn", backend)
     criterion = CrossEntropyLoss()
-    optimizer = SGD(model.parameters(), lr=0.01, momentum=0.9)
+    optimizer = make_optimizer(model)
 
     def step():
         optimizer.zero_grad()
@@ -283,7 +273,7 @@ def main(argv=None):
     if args.quick:
         repeats, min_sample, student_images = 1, 0.0, 1
 
-    print(f"fastnn {fastnn.__version__}, numpy {np.__version__}, float32, 2 threads")
+    print(f"fastnn {fastnn.__version__}, numpy {np.__version__}, float32, {benchmarks.THREADS} threads")
     cases = [c for c in KERNEL_CASES if c.name in args.cases]
     compare_kernels(cases, args.batch_sizes, args.backends, args.reference_images, repeats, min_sample)
     compare_with_student(args.batch_sizes, args.backends, student_images, repeats, min_sample)

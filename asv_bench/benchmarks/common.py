@@ -200,19 +200,25 @@ def load_mnist():
     return load()
 
 
-def epoch_seconds(model, loader):
-    """Wall-clock seconds of one ``fastnn.train.train_epoch`` with cross-entropy and SGD
-    (lr 0.01, momentum 0.9); building the loss and optimizer is not timed."""
+def epoch_seconds(model, loader, optimizer=None):
+    """Wall-clock seconds of one ``fastnn.train.train_epoch`` with cross-entropy and ``optimizer``
+    (None: a new SGD, lr 0.01, momentum 0.9, made before the clock starts)."""
     from fastnn.losses import CrossEntropyLoss
-    from fastnn.optim import SGD
     from fastnn.train import train_epoch
 
     criterion = CrossEntropyLoss()
-    optimizer = SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
-    model.train()
+    if optimizer is None:
+        optimizer = make_optimizer(model)
     start = time.perf_counter()
     train_epoch(model, loader, criterion, optimizer, progress=False)
     return time.perf_counter() - start
+
+
+def make_optimizer(model):
+    """The optimizer every benchmark trains with: SGD, lr 0.01, momentum 0.9."""
+    from fastnn.optim import SGD
+
+    return SGD(model.parameters(), lr=LEARNING_RATE, momentum=MOMENTUM)
 
 
 def inference_seconds(model, loader):
@@ -262,3 +268,12 @@ def has_jit_warm_up():
 
     return hasattr(jit, "warm_up")
 
+
+# -- reports ------------------------------------------------------------------------------------
+
+def print_table(header, rows):
+    """Print ``rows`` (lists of cells) under ``header`` in aligned columns, the first to the left."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    for line in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(str(cell).rjust(w) if i else str(cell).ljust(w)
+                        for i, (cell, w) in enumerate(zip(line, widths))))
