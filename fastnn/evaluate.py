@@ -55,6 +55,9 @@ def per_class_accuracy(cm):
 def evaluate_checkpoint(path, data_dir=None, backend=None, batch_size=1000):
     """Accuracy of a saved model on the 10,000 MNIST test images.
 
+    ``data_dir`` None: the run's own data directory (from its stored configuration), then
+    ``load_mnist``'s search order. ``backend`` None: the backend the run used.
+
     Returns a dict: ``checkpoint`` (str), ``model`` (its name in the run config, or None),
     ``num_examples``, ``accuracy`` (float), ``per_class_accuracy`` (10,), ``confusion_matrix``
     (10, 10) int64, and ``labels``, ``predictions`` (10000,) int64 for further use (plots).
@@ -63,13 +66,14 @@ def evaluate_checkpoint(path, data_dir=None, backend=None, batch_size=1000):
     from .data import DataLoader, load_mnist
 
     model, config = load_model(path, backend=backend)
-    mnist = load_mnist(data_dir)
+    config = config or {}
+    mnist = load_mnist(data_dir if data_dir is not None else config.get("data_dir"))
     labels = mnist.test_labels.astype(np.int64)
     predictions = predict(model, DataLoader(mnist.test_images, labels, batch_size=batch_size))
     cm = confusion_matrix(labels, predictions, num_classes=10)
     return {
         "checkpoint": str(path),
-        "model": (config or {}).get("model"),
+        "model": config.get("model"),
         "num_examples": int(labels.size),
         "accuracy": float(np.trace(cm) / cm.sum()),
         "per_class_accuracy": per_class_accuracy(cm),

@@ -61,23 +61,32 @@ def plot_curves(history, metric, path):
     return _save(figure, path)
 
 
-def plot_predictions(images, labels, predictions, path, *, class_names=None, title=None, columns=10):
+def plot_predictions(images, labels, predictions, path, *, class_names=None, title=None, columns=10,
+                     cmap="gray_r"):
     """A grid of images, each titled with its predicted class; wrong ones in red with the true class.
 
-    images (N, H, W) (uint8 or float, drawn dark on light), labels and predictions (N,) ints.
+    images (N, H, W) grey or (N, C, H, W) with C = 1 or 3 (RGB), uint8 (0..255) or float in
+    [0, 1]; labels and predictions (N,) ints. Grey images are drawn with ``cmap`` (the default
+    draws MNIST's white-on-black digits dark on light; pass "gray" for photographs).
     """
     images = np.asarray(images)
-    if images.ndim != 3 or not len(images) == len(labels) == len(predictions):
-        raise ValueError(f"images must be (N, H, W) with one label and prediction each, got images "
-                         f"{images.shape}, labels {np.shape(labels)}, predictions {np.shape(predictions)}")
+    shape_ok = images.ndim == 3 or (images.ndim == 4 and images.shape[1] in (1, 3))
+    if not shape_ok or not len(images) == len(labels) == len(predictions):
+        raise ValueError(f"images must be (N, H, W) or (N, C, H, W) with C = 1 or 3, with one label and "
+                         f"prediction each, got images {np.shape(images)}, labels {np.shape(labels)}, "
+                         f"predictions {np.shape(predictions)}")
     if len(images) == 0:
         raise ValueError("no images to draw")
+    if images.ndim == 4:  # to (N, H, W) grey or (N, H, W, 3) RGB, as imshow takes them
+        images = images[:, 0] if images.shape[1] == 1 else images.transpose(0, 2, 3, 1)
     name = (lambda c: str(class_names[c])) if class_names is not None else str
+    columns = min(columns, len(images))
     rows = -(-len(images) // columns)
+    white = 255 if images.dtype == np.uint8 else 1.0
     figure = _figure(1.1 * columns, 1.25 * rows + (0.4 if title else 0))
     for i, (image, label, pred) in enumerate(zip(images, labels, predictions)):
         ax = figure.add_subplot(rows, columns, i + 1)
-        ax.imshow(image, cmap="gray_r")
+        ax.imshow(image, cmap=cmap, vmin=0, vmax=white)
         ax.set_xticks([])
         ax.set_yticks([])
         if label == pred:
@@ -103,7 +112,8 @@ def plot_confusion_matrix(cm, path, *, class_names=None, title="confusion matrix
         raise ValueError(f"cm must be a square (K, K) matrix, got shape {cm.shape}")
     k = cm.shape[0]
     names = [str(c) for c in (class_names if class_names is not None else range(k))]
-    figure = _figure(0.8 + 0.5 * k, 0.6 + 0.5 * k)
+    label_room = 0.08 * max(len(n) for n in names)  # inches for the longest class name
+    figure = _figure(max(4.0, 1.2 + 0.5 * k + label_room), max(3.5, 1.0 + 0.5 * k + label_room))
     from matplotlib.colors import LogNorm
 
     ax = figure.add_subplot()
@@ -114,12 +124,12 @@ def plot_confusion_matrix(cm, path, *, class_names=None, title="confusion matrix
             dark = count > cm.max() ** 0.5
             ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")
-    ax.set_xticks(range(k), names)
+    ax.set_xticks(range(k), names, rotation=45 if label_room > 0.2 else 0, ha="right" if label_room > 0.2 else "center")
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
     accuracy = np.trace(cm) / max(cm.sum(), 1)
-    ax.set_title(f"{title} (accuracy {accuracy:.2%})")
+    ax.set_title(f"{title}\naccuracy {accuracy:.2%}")
     figure.tight_layout()
     return _save(figure, path)
 
