@@ -33,7 +33,11 @@ from fastnn import kernels
 
 SEEDS = range(100)
 DTYPES = ("float32", "float64")
-FAST_BACKENDS = tuple(b for b in kernels.BACKENDS if b != "reference")
+# Every (backend, op) a faster backend serves with its own code; an op it leaves to its fallback
+# (jit -> vectorized) is already tested under the fallback's name.
+SERVED = [pytest.param(backend, op, id=f"{backend}-{op}")
+          for backend in kernels.BACKENDS if backend != "reference"
+          for op in kernel_cases.OPS if kernels.provider(backend, f"{op}_forward") == backend]
 
 RTOL_FLOAT64 = 1e-10
 FLOAT32_SAFETY = 4
@@ -64,23 +68,8 @@ def rtol(op, inputs, dtype):
     return FLOAT32_SAFETY * (accumulation_length(op, inputs) + 4) * float(np.finfo(np.float32).eps)
 
 
-@functools.cache
-def reference_results(op, seed, dtype):
-    inputs, dy = kernel_cases.case(op, seed, dtype)
-    return kernel_cases.run(kernels.get("reference"), op, inputs, dy)
-
-
-@pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("seed", SEEDS, ids=lambda seed: f"case{seed}")
-@pytest.mark.parametrize("op", kernel_cases.OPS)
-@pytest.mark.parametrize("backend", FAST_BACKENDS)
-def test_backend_matches_reference(backend, op, seed, dtype):
-    served_by = kernels.provider(backend, f"{op}_forward")
-    if served_by != backend:
-        pytest.skip(f"{backend} serves {op} from {served_by}, which is tested on its own")
-    inputs, dy = kernel_cases.case(op, seed, dtype)
-    expected = reference_results(op, seed, dtype)
-    got = kernel_cases.run(kernels.get(backend), op, inputs, dy)
+def assert_matches(backend, op, inputs, got, expected, dtype):
+    """Every result of ``got`` has the reference's shape and dtype and lies within tolerance."""
     tolerance = rtol(op, inputs, dtype)
     assert got.keys() == expected.keys()
     for name, want in expected.items():
@@ -93,3 +82,66 @@ def test_backend_matches_reference(backend, op, seed, dtype):
         assert error <= tolerance * scale, (
             f"{backend} {op} {name} differs from reference by {error:.3g} "
             f"(allowed {tolerance:.3g} x scale {scale:.3g}) on {kernel_cases.describe(inputs)}")
+
+
+@functools.cache
+def reference_results(op, seed, dtype):
+    inputs, dy = kernel_cases.case(op, seed, dtype)
+    return kernel_cases.run(kernels.get("reference"), op, inputs, dy)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", SEEDS, ids=lambda seed: f"case{seed}")
+@pytest.mark.parametrize("backend, op", SERVED)
+def test_backend_matches_reference(backend, op, seed, dtype):
+    inputs, dy = kernel_cases.case(op, seed, dtype)
+    expected = reference_results(op, seed, dtype)
+    got = kernel_cases.run(kernels.get(backend), op, inputs, dy)
+    assert_matches(backend, op, inputs, got, expected, dtype)
+
+
+def model_shaped_case(op, dtype):
+    """(inputs, dy) at the shapes of the model zoo's layers (two images), where blocked or
+    multi-threaded code paths of the faster kernels take over."""
+    rng = np.random.default_rng(2024)
+
+    def normal(*shape):
+        return rng.standard_normal(shape).astype(dtype)
+
+    if op == "conv2d":  # lenet's second convolution: 32 -> 64 channels, 3x3, pad 1, on 14x14
+        inputs = {"x": normal(2, 32, 14, 14), "w": normal(64, 32, 3, 3) / 17, "b": normal(64), "stride": 1, "pad": 1}
+    elif op == "maxpool2d":  # lenet's first pooling, tie-free
+        inputs = {"x": rng.permutation(2 * 32 * 28 * 28).reshape(2, 32, 28, 28).astype(dtype), "size": 2, "stride": None}
+    elif op == "softmax_cross_entropy":  # a batch of 64 over the 10 digits
+        inputs = {"logits": normal(64, 10), "labels": rng.integers(0, 10, size=64)}
+    elif op == "linear":  # lenet's Linear 3136 -> 128
+        inputs = {"x": normal(2, 3136), "w": normal(3136, 128) / 56, "b": normal(128)}
+    elif op == "batchnorm":  # BatchNorm2d over 32 channels of 14x14
+        inputs = {"x": normal(2, 32, 14, 14), "gamma": normal(32), "beta": normal(32),
+                  "running_mean": normal(32), "running_var": np.ones(32, dtype), "momentum": 0.1,
+                  "eps": 1e-5, "training": True}
+    else:  # relu, dropout: elementwise on lenet's first activation
+        inputs = {"x": normal(2, 32, 28, 28)}
+        if op == "dropout":
+            inputs.update(mask=rng.random((2, 32, 28, 28)) >= 0.5, p=0.5)
+    return inputs, kernel_cases.draw_dy(rng, op, inputs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend, op", SERVED)
+def test_backend_matches_reference_at_model_shapes(backend, op, dtype):
+    inputs, dy = model_shaped_case(op, dtype)
+    expected = kernel_cases.run(kernels.get("reference"), op, inputs, dy)
+    got = kernel_cases.run(kernels.get(backend), op, inputs, dy)
+    assert_matches(backend, op, inputs, got, expected, dtype)
+
+
+@pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
+def test_vectorized_conv2d_in_batch_chunks_matches_reference(monkeypatch, seed):
+    # Shrink the column buffer so that every sample is its own chunk: the chunked path that
+    # full-size batches take (forward, and columns rebuilt in backward) is then tested too.
+    from fastnn.kernels.vectorized import conv2d as vectorized_conv2d
+    monkeypatch.setattr(vectorized_conv2d, "COLUMN_BUFFER_BYTES", 1)
+    inputs, dy = kernel_cases.case("conv2d", seed, "float64")
+    got = kernel_cases.run(kernels.get("vectorized"), "conv2d", inputs, dy)
+    assert_matches("vectorized", "conv2d", inputs, got, reference_results("conv2d", seed, "float64"), "float64")
