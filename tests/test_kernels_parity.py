@@ -10,7 +10,7 @@ The scale is the array's largest magnitude, floored at 1 because the inputs are 
 that is small only through cancellation (a bias gradient summing to ~0) still carries rounding
 errors of the size of its O(1) terms.
 - float64: rtol = 1e-10. Rounding error of a sum of n terms is at most about n * eps64 relative
-  (Higham's bound gamma_n = n*u with u = eps/2, for each side); our longest sums have n < 1000,
+  (Higham's bound gamma_n = n*u with u = eps/2, for each side); our longest sum has n = 3136,
   so honest float64 kernels differ by < 1e-12 and 1e-10 leaves a wide margin, while any real
   bug (a missing term, a wrong index, a wrong stride or padding) is off by far more.
 - float32: rtol = 4 * (n + 4) * eps32, with n the longest sum behind the op's results in this
@@ -19,8 +19,9 @@ errors of the size of its O(1) terms.
   so the two may differ by n * eps32 times the term size; "+ 4" counts the few roundings outside
   the sums (subtract, multiply, exp, log, sqrt, divide), and the factor 4 covers terms somewhat
   larger than the result (batch-norm channels whose mean is several standard deviations from 0
-  lose that much more in x - mean). Measured on 300 cases per op (vectorized, this commit), the
-  largest error was 0.17 of this tolerance (batchnorm dgamma with 9 values per channel).
+  lose that much more in x - mean). Measured on 300 cases per op (vectorized and jit as first
+  written), the largest float32 error was 0.17 of this tolerance (batchnorm dgamma, 9 values per
+  channel; every other op below 0.06), and the largest float64 error 2e-15.
 A faster kernel that misses these is wrong, not imprecise: fix the kernel, never widen these.
 """
 import functools
