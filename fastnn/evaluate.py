@@ -52,11 +52,12 @@ def per_class_accuracy(cm):
         return np.diag(cm) / totals
 
 
-def evaluate_checkpoint(path, data_dir=None, backend=None, batch_size=1000):
+def evaluate_checkpoint(path, data_dir=None, backend=None, batch_size=1000, *, mnist=None):
     """Accuracy of a saved model on the 10,000 MNIST test images.
 
     ``data_dir`` None: the run's own data directory (from its stored configuration), then
-    ``load_mnist``'s search order. ``backend`` None: the backend the run used.
+    ``load_mnist``'s search order. ``backend`` None: the backend the run used. ``mnist``: the
+    data (a ``fastnn.data.MNIST``), if already loaded.
 
     Returns a dict: ``checkpoint`` (str), ``model`` (its name in the run config, or None),
     ``num_examples``, ``accuracy`` (float), ``per_class_accuracy`` (10,), ``confusion_matrix``
@@ -67,7 +68,8 @@ def evaluate_checkpoint(path, data_dir=None, backend=None, batch_size=1000):
 
     model, config = load_model(path, backend=backend)
     config = config or {}
-    mnist = load_mnist(data_dir if data_dir is not None else config.get("data_dir"))
+    if mnist is None:
+        mnist = load_mnist(data_dir if data_dir is not None else config.get("data_dir"))
     labels = mnist.test_labels.astype(np.int64)
     predictions = predict(model, DataLoader(mnist.test_images, labels, batch_size=batch_size))
     cm = confusion_matrix(labels, predictions, num_classes=10)

@@ -107,7 +107,7 @@ def main(argv=None):
              plot_curves(history, "accuracy", args.out / "accuracy.png"),
              plot_curves(history, "loss", args.out / "loss.png"),
              plot_predictions(images[test_index][shown], truth[shown], predictions[shown],
-                              args.out / "predictions.png", class_names=class_names, cmap="gray",
+                              args.out / "predictions.png", class_names=class_names, invert=False,
                               title=f"test images, {accuracy:.1%} correct in all"),
              plot_confusion_matrix(cm, args.out / "confusion_matrix.png", class_names=class_names,
                                    title=f"{args.root.name} test set")]
