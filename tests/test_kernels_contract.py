@@ -242,7 +242,8 @@ BAD_INPUTS = {
     "maxpool2d empty batch": ("maxpool2d", dict(x=zeros(0, 1, 4, 4)), ["x", "(0, 1, 4, 4)"]),
     "maxpool2d window larger than input": ("maxpool2d", dict(x=zeros(1, 1, 3, 5), size=4), ["x", "(1, 1, 3, 5)"]),
     "relu integer x": ("relu", dict(x=np.zeros((2, 2), dtype=np.int64)), ["x", "int64"]),
-    "softmax logits rank": ("softmax_cross_entropy", dict(logits=zeros(3), labels=np.zeros(3, int)), ["logits", "(3,)"]),
+    "softmax logits rank": ("softmax_cross_entropy", dict(logits=zeros(3), labels=np.zeros(3, int)),
+                            ["logits", "(3,)"]),
     "softmax label too large": ("softmax_cross_entropy", dict(logits=zeros(2, 3), labels=np.array([0, 3])),
                                 ["labels", "(2, 3)"]),
     "softmax label negative": ("softmax_cross_entropy", dict(logits=zeros(2, 3), labels=np.array([-1, 0])),
@@ -260,7 +261,8 @@ BAD_INPUTS = {
                                        ["running_var", "(4, 3, 2, 2)", "(4,)"]),
     "batchnorm empty batch": ("batchnorm", dict(x=zeros(0, 3), gamma=zeros(3), beta=zeros(3), running_mean=zeros(3),
                                                 running_var=zeros(3)), ["x", "(0, 3)"]),
-    "dropout mask shape": ("dropout", dict(x=zeros(2, 3), mask=np.ones((3, 2), bool), p=0.5), ["mask", "(2, 3)", "(3, 2)"]),
+    "dropout mask shape": ("dropout", dict(x=zeros(2, 3), mask=np.ones((3, 2), bool), p=0.5),
+                           ["mask", "(2, 3)", "(3, 2)"]),
     "dropout p": ("dropout", dict(x=zeros(2, 3), mask=np.ones((2, 3), bool), p=1.0), ["p", "1.0"]),
 }
 

@@ -112,7 +112,8 @@ def model_shaped_case(op, dtype):
     if op == "conv2d":  # lenet's second convolution: 32 -> 64 channels, 3x3, pad 1, on 14x14
         inputs = {"x": normal(2, 32, 14, 14), "w": normal(64, 32, 3, 3) / 17, "b": normal(64), "stride": 1, "pad": 1}
     elif op == "maxpool2d":  # lenet's first pooling, tie-free
-        inputs = {"x": rng.permutation(2 * 32 * 28 * 28).reshape(2, 32, 28, 28).astype(dtype), "size": 2, "stride": None}
+        distinct = rng.permutation(2 * 32 * 28 * 28).reshape(2, 32, 28, 28)
+        inputs = {"x": distinct.astype(dtype), "size": 2, "stride": None}
     elif op == "softmax_cross_entropy":  # a batch of 64 over the 10 digits
         inputs = {"logits": normal(64, 10), "labels": rng.integers(0, 10, size=64)}
     elif op == "linear":  # lenet's Linear 3136 -> 128

@@ -152,7 +152,8 @@ def test_batchnorm_forward_and_running_stats_follow_pytorch(seed):
     else:
         mean, var = inputs["running_mean"], inputs["running_var"]
         expected_running_mean, expected_running_var = mean, var
-    expected_y = gamma.reshape(shape) * (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps) + beta.reshape(shape)
+    xhat = (x - mean.reshape(shape)) / np.sqrt(var.reshape(shape) + eps)
+    expected_y = gamma.reshape(shape) * xhat + beta.reshape(shape)
     y, _, running_mean, running_var = ref.batchnorm_forward(**inputs)
     np.testing.assert_allclose(y, expected_y, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(running_mean, expected_running_mean, rtol=1e-12, atol=1e-14)
