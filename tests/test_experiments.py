@@ -1,11 +1,12 @@
 """The experiment scripts (scripts/regression_sin.py, train_image_folder.py, sweep_mlp.py) on small inputs."""
 import csv
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from conftest import REPO
+REPO = Path(__file__).resolve().parent.parent
 
 PIL = pytest.importorskip("PIL.Image")
 pytest.importorskip("matplotlib")
