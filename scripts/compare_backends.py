@@ -31,7 +31,7 @@ import numpy as np  # noqa: E402
 
 import fastnn.kernels  # noqa: E402
 from benchmarks.common import (FAST_BACKENDS, KERNEL_CASES, build_model, flops,  # noqa: E402
-                               forward_backward, has_jit_warm_up, jit_compile_seconds, make_inputs,
+                               forward_backward, jit_compile_seconds, make_inputs,
                                make_optimizer, max_abs_difference, print_table)
 from fastnn.losses import CrossEntropyLoss  # noqa: E402
 
@@ -239,9 +239,6 @@ def compare_with_student(batch_sizes, backends, student_images, repeats, min_sam
 
 def compare_compile_times():
     print("\n3. jit: compiling every float32 kernel (fastnn.kernels.jit.warm_up) in a fresh process")
-    if not has_jit_warm_up():
-        print("   n/a: fastnn.kernels.jit has no warm_up(dtype) yet")
-        return
     with tempfile.TemporaryDirectory(prefix="fastnn-numba-cache-") as cache_dir:
         cold = jit_compile_seconds(cache_dir)
         warm = jit_compile_seconds(cache_dir)

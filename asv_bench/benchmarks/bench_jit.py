@@ -2,7 +2,7 @@
 import shutil
 import tempfile
 
-from .common import has_jit_warm_up, jit_compile_seconds
+from .common import jit_compile_seconds
 
 
 class JitCompile:
@@ -11,8 +11,6 @@ class JitCompile:
     timeout = 300
 
     def setup(self):
-        if not has_jit_warm_up():
-            raise NotImplementedError("fastnn.kernels.jit has no warm_up(dtype)")
         self.cache_dir = tempfile.mkdtemp(prefix="fastnn-asv-numba-")
 
     def teardown(self):

@@ -5,9 +5,11 @@
   ``forward_backward`` (one forward and one backward call through a kernel namespace) and
   ``flops``.
 - ``MODEL_NAMES`` / ``build_model``: the four models that are trained end to end.
-- ``epoch_seconds``, ``inference_seconds``, ``warm_up_model``: one training epoch, one pass over
-  a test set, and the untimed first calls that load or compile the jit kernels.
+- ``make_optimizer``, ``epoch_seconds``, ``inference_seconds``, ``warm_up_model``: the optimizer
+  every benchmark trains with, one training epoch, one pass over a test set, and the untimed
+  first calls that load or compile the jit kernels.
 - ``jit_compile_seconds``: time ``fastnn.kernels.jit.warm_up`` in a fresh process.
+- ``print_table``: the scripts' aligned text tables.
 
 No function here is named like an asv benchmark, so asv finds nothing to run in this module.
 """
@@ -260,13 +262,6 @@ def jit_compile_seconds(cache_dir):
     result = subprocess.run([sys.executable, "-c", _COMPILE_SNIPPET], env=env, capture_output=True,
                             text=True, check=True)
     return float(result.stdout.strip().splitlines()[-1])
-
-
-def has_jit_warm_up():
-    """Whether ``fastnn.kernels.jit`` offers ``warm_up(dtype)``."""
-    import fastnn.kernels.jit as jit
-
-    return hasattr(jit, "warm_up")
 
 
 # -- reports ------------------------------------------------------------------------------------
