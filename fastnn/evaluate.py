@@ -90,7 +90,8 @@ def format_report(result):
     cm = result["confusion_matrix"]
     k = cm.shape[0]
     correct = int(np.trace(cm))
-    lines = [f"checkpoint: {result['checkpoint']}" + (f"  (model {result['model']})" if result.get("model") else ""),
+    model = f"  (model {result['model']})" if result.get("model") else ""
+    lines = [f"checkpoint: {result['checkpoint']}{model}",
              f"accuracy:   {result['accuracy']:.2%}  ({correct}/{int(cm.sum())} test images)",
              "",
              "class  examples  accuracy"]

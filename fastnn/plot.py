@@ -45,12 +45,13 @@ def plot_curves(history, metric, path):
     from matplotlib.ticker import MaxNLocator
 
     ax = figure.add_subplot()
-    for split, style in (("train", "o-"), ("test", "s--")):
+    lines = (("train", "o-", "train (mean over the epoch)"), ("test", "s--", "test (after the epoch)"))
+    for split, style, label in lines:
         points = [(row["epoch"], row[f"{split}_{metric}"] * scale)
                   for row in history if row.get(f"{split}_{metric}") is not None]
         if points:
             epochs, values = zip(*points)
-            ax.plot(epochs, values, style, label=split)
+            ax.plot(epochs, values, style, label=label)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "loss (cross-entropy)")
@@ -146,7 +147,8 @@ def plot_confusion_matrix(cm, path, *, class_names=None, title="confusion matrix
             dark = count > cm.max() ** 0.5
             ax.text(j, i, str(count), ha="center", va="center", fontsize=8,
                     color="white" if dark else "black")
-    ax.set_xticks(range(k), names, rotation=45 if label_room > 0.2 else 0, ha="right" if label_room > 0.2 else "center")
+    long_names = label_room > 0.2
+    ax.set_xticks(range(k), names, rotation=45 if long_names else 0, ha="right" if long_names else "center")
     ax.set_yticks(range(k), names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")

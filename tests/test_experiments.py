@@ -62,8 +62,8 @@ def write_shapes_folder(root, per_class=30, seed=0):
 
 def test_image_folder_training_tells_the_classes_apart(tmp_path, capsys):
     write_shapes_folder(tmp_path / "shapes")
-    result = load_script("train_image_folder").main(
-        [str(tmp_path / "shapes"), "--size", "16", "--epochs", "8", "--hidden", "64", "--out", str(tmp_path / "out")])
+    arguments = [str(tmp_path / "shapes"), "--size", "16", "--epochs", "8", "--hidden", "64"]
+    result = load_script("train_image_folder").main([*arguments, "--out", str(tmp_path / "out")])
     assert result["class_names"] == ["cross", "horizontal", "vertical"]
     assert result["test_accuracy"] >= 0.9  # chance is 1/3
     history = read_csv(tmp_path / "out" / "history.csv")
