@@ -1,57 +1,55 @@
 """2-D convolution (cross-correlation, as in PyTorch) by im2col and BLAS products.
 
-The column matrix has one row per weight element (c, i, j) and one column per output position
-(n, oh, ow), so the forward pass is one GEMM, w (F, C*KH*KW) @ cols (C*KH*KW, n*OH*OW), and the
-weight gradient another, dy (F, n*OH*OW) @ cols.T. The input is first laid out channel-major
-(C, N, H, W) so that each im2col copy and each col2im addition runs over matching axes.
-
-The column buffer holds at most COLUMN_BUFFER_BYTES: larger batches are processed in chunks of
-samples, and the backward pass rebuilds the columns chunk by chunk instead of keeping them.
+For each sample the column matrix has one row per weight element (c, i, j) and one column per
+output position (oh, ow), so the forward pass is one matrix product per sample,
+w (F, C*KH*KW) @ cols[n] (C*KH*KW, OH*OW), which lands directly in the NCHW output: no transposes
+anywhere. The batch is processed a chunk of samples at a time, with a column buffer of at most
+COLUMN_BUFFER_BYTES: small enough to stay in the CPU cache between im2col and the products. That
+is faster than one big buffer even though the backward pass then rebuilds the columns instead of
+keeping them from the forward pass.
 """
 import numpy as np
 
 from .. import _common
 
-COLUMN_BUFFER_BYTES = 64 * 2**20
+COLUMN_BUFFER_BYTES = 1 * 2**20
 
 
-def _channel_major_padded(x, pad):
-    """x (n, C, H, W) -> (C, n, H + 2*pad, W + 2*pad), zero border; a view when pad == 0."""
-    x_cn = x.transpose(1, 0, 2, 3)
+def _padded(x, pad):
+    """x (n, C, H, W) -> (n, C, H + 2*pad, W + 2*pad) with a zero border (x itself if pad == 0)."""
     if pad == 0:
-        return x_cn
-    C, n, H, W = x_cn.shape
-    padded = np.zeros((C, n, H + 2 * pad, W + 2 * pad), dtype=x.dtype)
-    padded[:, :, pad:pad + H, pad:pad + W] = x_cn
+        return x
+    n, C, H, W = x.shape
+    padded = np.zeros((n, C, H + 2 * pad, W + 2 * pad), dtype=x.dtype)
+    padded[:, :, pad:pad + H, pad:pad + W] = x
     return padded
 
 
 def _im2col(x, KH, KW, stride, pad, OH, OW):
-    """x (n, C, H, W) -> cols (C*KH*KW, n*OH*OW): one strided-slice copy per kernel offset."""
-    padded = _channel_major_padded(x, pad)
-    C, n = padded.shape[:2]
-    cols = np.empty((C, KH, KW, n, OH, OW), dtype=x.dtype)
+    """x (n, C, H, W) -> cols (n, C*KH*KW, OH*OW): one strided-slice copy per kernel offset."""
+    padded = _padded(x, pad)
+    n, C = x.shape[:2]
+    cols = np.empty((n, C, KH, KW, OH, OW), dtype=x.dtype)
     for i in range(KH):
         for j in range(KW):
-            cols[:, i, j] = padded[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
-    return cols.reshape(C * KH * KW, n * OH * OW)
+            cols[:, :, i, j] = padded[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride]
+    return cols.reshape(n, C * KH * KW, OH * OW)
 
 
-def _col2im(cols, x_shape, KH, KW, stride, pad, OH, OW, out):
-    """cols (C*KH*KW, n*OH*OW) -> out (n, C, H, W): each offset's slice added back (+=)."""
+def _col2im(cols, x_shape, KH, KW, stride, pad, OH, OW):
+    """cols (n, C*KH*KW, OH*OW) -> (n, C, H, W) view: each offset's slice added back (+=)."""
     n, C, H, W = x_shape
-    cols = cols.reshape(C, KH, KW, n, OH, OW)
-    padded = np.zeros((C, n, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
+    cols = cols.reshape(n, C, KH, KW, OH, OW)
+    padded = np.zeros((n, C, H + 2 * pad, W + 2 * pad), dtype=cols.dtype)
     for i in range(KH):
         for j in range(KW):
-            padded[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += cols[:, i, j]
-    out[...] = padded[:, :, pad:pad + H, pad:pad + W].transpose(1, 0, 2, 3)
+            padded[:, :, i:i + stride * OH:stride, j:j + stride * OW:stride] += cols[:, :, i, j]
+    return padded[:, :, pad:pad + H, pad:pad + W]
 
 
-def _batch_chunks(x, w, OH, OW):
-    """Slices of the batch whose column matrix fits in COLUMN_BUFFER_BYTES (at least 1 sample)."""
-    N = x.shape[0]
-    column_bytes_per_sample = w[0].size * OH * OW * x.itemsize
+def _batch_chunks(N, w, OH, OW, itemsize):
+    """Slices of the batch whose column buffer fits in COLUMN_BUFFER_BYTES (at least 1 sample)."""
+    column_bytes_per_sample = w[0].size * OH * OW * itemsize
     size = max(1, COLUMN_BUFFER_BYTES // column_bytes_per_sample)
     return [slice(start, min(start + size, N)) for start in range(0, N, size)]
 
@@ -63,29 +61,27 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     N = x.shape[0]
     F, C, KH, KW = w.shape
     w_rows = w.reshape(F, C * KH * KW)
-    y = np.empty((N, F, OH, OW), dtype=x.dtype)
-    chunks = _batch_chunks(x, w, OH, OW)
-    for chunk in chunks:
+    y = np.empty((N, F, OH * OW), dtype=x.dtype)
+    for chunk in _batch_chunks(N, w, OH, OW, x.itemsize):
         cols = _im2col(x[chunk], KH, KW, stride, pad, OH, OW)
-        out = (w_rows @ cols).reshape(F, -1, OH, OW)
-        np.add(out.transpose(1, 0, 2, 3), b[:, None, None], out=y[chunk])
-    kept_cols = cols if len(chunks) == 1 else None
-    return y, (x, w, stride, pad, kept_cols)
+        np.matmul(w_rows, cols, out=y[chunk])
+        y[chunk] += b[:, None]
+    return y.reshape(N, F, OH, OW), (x, w, stride, pad)
 
 
 def conv2d_backward(dy, cache):
     """dy (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
-    x, w, stride, pad, kept_cols = cache
+    x, w, stride, pad = cache
     N, F, OH, OW = dy.shape
     _, C, KH, KW = w.shape
     w_rows = w.reshape(F, C * KH * KW)
-    dy_rows = dy.transpose(1, 0, 2, 3).reshape(F, N * OH * OW)
-    db = dy_rows.sum(axis=1)
-    dw = np.zeros((F, C * KH * KW), dtype=w.dtype)
+    dy = dy.reshape(N, F, OH * OW)
+    db = dy.sum(axis=(0, 2))
+    dw_t = np.zeros((C * KH * KW, F), dtype=w.dtype)  # dw transposed: BLAS runs faster this way
     dx = np.empty(x.shape, dtype=x.dtype)
-    for chunk in _batch_chunks(x, w, OH, OW):
-        cols = kept_cols if kept_cols is not None else _im2col(x[chunk], KH, KW, stride, pad, OH, OW)
-        dy_chunk = dy_rows[:, chunk.start * OH * OW:chunk.stop * OH * OW]
-        dw += dy_chunk @ cols.T
-        _col2im(w_rows.T @ dy_chunk, x[chunk].shape, KH, KW, stride, pad, OH, OW, out=dx[chunk])
-    return dx, dw.reshape(w.shape), db
+    for chunk in _batch_chunks(N, w, OH, OW, x.itemsize):
+        cols = _im2col(x[chunk], KH, KW, stride, pad, OH, OW)
+        dw_t += np.matmul(cols, dy[chunk].transpose(0, 2, 1)).sum(axis=0)
+        dcols = np.matmul(w_rows.T, dy[chunk])
+        dx[chunk] = _col2im(dcols, x[chunk].shape, KH, KW, stride, pad, OH, OW)
+    return dx, dw_t.T.reshape(w.shape), db
