@@ -31,7 +31,7 @@ def _save(figure, path):
     return path
 
 
-def plot_curves(history, metric, path):
+def plot_curves(history, metric, path, *, title=None):
     """Train and test ``metric`` ("loss" or "accuracy") against the epoch, from a run's history.
 
     ``history`` is a list of per-epoch dicts holding ``epoch``, ``train_<metric>`` and
@@ -55,7 +55,7 @@ def plot_curves(history, metric, path):
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch")
     ax.set_ylabel("accuracy (%)" if metric == "accuracy" else "loss (cross-entropy)")
-    ax.set_title(metric)
+    ax.set_title(title or metric)
     ax.grid(alpha=0.3)
     ax.legend()
     figure.tight_layout()
@@ -239,24 +239,25 @@ def plot_run(run_dir, *, data_dir=None, backend=None, examples=40):
 
     run_dir = Path(run_dir)
     history = read_history(run_dir)
-    written = [plot_curves(history, "loss", run_dir / "loss.png"),
-               plot_curves(history, "accuracy", run_dir / "accuracy.png")]
+    config = json.loads((run_dir / "config.json").read_text()) if (run_dir / "config.json").is_file() else {}
+    model = config.get("model", run_dir.name)
+    written = [plot_curves(history, "loss", run_dir / "loss.png", title=f"{model} on MNIST: loss"),
+               plot_curves(history, "accuracy", run_dir / "accuracy.png", title=f"{model} on MNIST: accuracy")]
     checkpoint = next((run_dir / name for name in ("best.npz", "last.npz") if (run_dir / name).is_file()), None)
     if checkpoint is None:
         return written
-    if data_dir is None and (run_dir / "config.json").is_file():
-        data_dir = json.loads((run_dir / "config.json").read_text()).get("data_dir")
-    mnist = load_mnist(data_dir)
+    mnist = load_mnist(data_dir if data_dir is not None else config.get("data_dir"))
     result = evaluate_checkpoint(checkpoint, backend=backend, mnist=mnist)
     images = mnist.test_images
     labels, predictions = result["labels"], result["predictions"]
+    source = f"{model}, {checkpoint.name}"
     shown = np.arange(min(examples, len(labels)))
     written.append(plot_predictions(images[shown], labels[shown], predictions[shown], run_dir / "predictions.png",
-                                    title=f"first {len(shown)} test images ({checkpoint.name})"))
+                                    title=f"the first {len(shown)} test images ({source})"))
     wrong = np.flatnonzero(labels != predictions)[:examples]
     if wrong.size:
         written.append(plot_predictions(images[wrong], labels[wrong], predictions[wrong], run_dir / "mistakes.png",
-                                        title=f"first {wrong.size} misclassified test images ({checkpoint.name})"))
+                                        title=f"the first {wrong.size} misclassified test images ({source})"))
     written.append(plot_confusion_matrix(result["confusion_matrix"], run_dir / "confusion_matrix.png",
-                                         title=f"MNIST test set, {checkpoint.name}"))
+                                         title=f"MNIST test set ({source})"))
     return written
