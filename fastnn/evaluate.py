@@ -1,7 +1,8 @@
-"""Evaluate a trained classifier: predictions, confusion matrix, per-class accuracy.
+"""Evaluate a trained classifier: predictions, confusion matrix, per-class accuracy; result tables.
 
 ``fastnn evaluate CHECKPOINT`` calls ``evaluate_checkpoint`` and prints ``format_report``.
 The confusion matrix follows the usual convention: row = true class, column = predicted class.
+``markdown_table`` and ``write_csv`` give the experiment scripts' results tables.
 """
 import csv
 
@@ -67,7 +68,6 @@ def evaluate_checkpoint(path, data_dir=None, backend=None, batch_size=1000, *, m
     from .data import DataLoader, load_mnist
 
     model, config = load_model(path, backend=backend)
-    config = config or {}
     if mnist is None:
         mnist = load_mnist(data_dir if data_dir is not None else config.get("data_dir"))
     labels = mnist.test_labels.astype(np.int64)
