@@ -1,26 +1,34 @@
-"""Conv2d in Numba: a direct convolution over flattened, padded image planes.
+"""Conv2d in Numba: a direct convolution built from long, contiguous, vectorised loops.
 
-Layout trick. A padded plane of Hp x Wp values is stored flat, row after row. For stride 1, output
-(i, j) of tap (kh, kw) reads ``plane[(i + kh) * Wp + (j + kw)]``, so over the flat index
-``p = i * Wp + j`` every tap is one contiguous run: ``acc[p] += w * plane[kh * Wp + kw + p]``.
-One long loop over ``p`` (which LLVM vectorises) computes a whole output plane, plus ``Wp - OW``
-unused columns per row that are dropped when copying out. Taps are applied nine at a time
-(3 x 3 blocks, remainder taps one by one), so each pass over ``acc`` does nine multiply-adds.
+Shifted copies. For each image the padded input is first copied into ``KW`` shifted copies
+whose rows are exactly as wide as the output (an im2col along the kernel's width only):
 
-Stride > 1 evaluates the stride-1 result and keeps every ``stride``-th position; the backward
-pass spreads ``dy`` onto the stride-1 grid with zeros in between. That costs ``stride**2`` more
-work but keeps one code path; no model here uses a stride above 1.
+    shifted[c, kw, r, j] = x_padded[c, r, j * stride + kw]
 
-Backward, per image:
-- dx is the same correlation applied to ``dy`` padded by (KH-1, KW-1) with the kernel flipped
-  and its F and C axes swapped ("full" convolution), cropped by ``pad``.
-- dw[f, c, kh, kw] is a dot product of ``dy[f]`` (laid out with row width Wp, zeros in the
-  unused columns) with the run of ``plane[c]`` starting at ``kh * Wp + kw``.
-Images are split into one chunk per thread; each chunk sums its dw and db into its own partial
-buffer and the partials are added serially at the end.
+With stride 1, output (i, j) of tap (kh, kw) reads ``shifted[c, kw, i + kh, j]``: over the flat
+output index ``q = i * OW + j`` every tap is one contiguous run of ``shifted[c, kw]`` starting
+at row ``kh``, so one loop over ``q`` updates a whole output plane in place. (With stride > 1
+the same loop runs once per output row.)
+
+Micro-kernel. The loops do three outputs from three inputs at a time (``_madd3``: 9
+multiply-adds for 3 loads and 3 load-stores per element): forward, three filters from the
+three taps of one kernel row. Missing outputs (F not a multiple of 3) write to a scratch
+buffer; missing inputs read zeros with weight 0, so NaN and infinity never leak across.
+
+Backward, per image, the adjoint of each forward step in reverse order:
+- ``d_shifted[c, kw, r, j] = sum over f, kh of w[f, c, kh, kw] * dy[f, r - kh, j]`` (the
+  transpose of the forward loop; three kw outputs from three kh inputs at a time), then
+  ``dx[c, h, w] = sum over kw of d_shifted[c, kw, h + pad, w + pad - kw]`` (the transpose of the
+  shifted copies).
+- ``dw[f, c, kh, kw]`` is the dot product of ``dy[f]`` (flat) with ``shifted[c, kw]`` from row
+  ``kh`` on; three filters by three kw at a time.
+For stride > 1 the backward pass first spreads ``dy`` onto the stride-1 grid with zeros in
+between (``stride**2`` more work; no model here uses a stride above 1). Images are split into
+one chunk per thread; each chunk has its own scratch buffers and sums dw and db into its own
+partial buffer; the partials are added serially at the end.
 
 The loops use the ``reassoc`` and ``contract`` fast-math flags only (reordered sums and fused
-multiply-add, needed to vectorise the dot products); NaN and infinity still propagate.
+multiply-add, which the vectorised dot products need); NaN and infinity still propagate.
 """
 import numba
 import numpy as np
@@ -31,160 +39,262 @@ from .. import _common
 FASTMATH = {"reassoc", "contract"}
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def _correlate_image(src, w, b, width, start, stride, out):
-    """One image: out[f, i, j] = b[f] + sum over c, kh, kw of
-    w[f, c, kh, kw] * src[c, start + (i * stride + kh) * width + j * stride + kw].
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _madd3(o0, o1, o2, i0, i1, i2, w00, w01, w02, w10, w11, w12, w20, w21, w22):
+    """o_a[q] += w_a0 * i0[q] + w_a1 * i1[q] + w_a2 * i2[q] for a = 0, 1, 2 and every q of o0."""
+    for q in range(o0.shape[0]):
+        u, v, s = i0[q], i1[q], i2[q]
+        o0[q] += w00 * u + w01 * v + w02 * s
+        o1[q] += w10 * u + w11 * v + w12 * s
+        o2[q] += w20 * u + w21 * v + w22 * s
 
-    src (C, S) flat planes of row width ``width``; w (F, C, KH, KW); b (F,); out (F, OH, OW).
+
+@njit(cache=True)
+def _copy_run(dst, src, n):
+    """dst[:n] = src[:n], eight at a time: rows are short, and LLVM vectorises fixed blocks well."""
+    j = 0
+    while j + 8 <= n:
+        for t in range(8):
+            dst[j + t] = src[j + t]
+        j += 8
+    for t in range(j, n):
+        dst[t] = src[t]
+
+
+@njit(cache=True)
+def _add_run(dst, src, n):
+    """dst[:n] += src[:n], eight at a time."""
+    j = 0
+    while j + 8 <= n:
+        for t in range(8):
+            dst[j + t] += src[j + t]
+        j += 8
+    for t in range(j, n):
+        dst[t] += src[t]
+
+
+@njit(cache=True)
+def _shift_copies(src, top, left, stride, shifted):
+    """shifted[c, kw, r, j] = src[c, r - top, j * stride + kw - left], zero outside src.
+
+    src (C, H, W); shifted (C, KW, R, OW).
+    """
+    C, H, W = src.shape
+    KW, R, OW = shifted.shape[1], shifted.shape[2], shifted.shape[3]
+    for c in range(C):
+        for kw in range(KW):
+            # Output columns j0 <= j < j1 read inside src: 0 <= j * stride + kw - left < W.
+            j0 = min(OW, max(0, -((kw - left) // stride)))
+            j1 = max(j0, min(OW, (W - 1 + left - kw) // stride + 1))
+            for r in range(R):
+                row = shifted[c, kw, r]
+                h = r - top
+                if h < 0 or h >= H:
+                    row[:] = 0
+                    continue
+                for j in range(j0):
+                    row[j] = 0
+                for j in range(j1, OW):
+                    row[j] = 0
+                line = src[c, h]
+                if stride == 1:
+                    _copy_run(row[j0:], line[j0 + kw - left:], j1 - j0)
+                else:
+                    for j in range(j0, j1):
+                        row[j] = line[j * stride + kw - left]
+
+
+@njit(cache=True)
+def _unshift_add(d_shifted, top, left, dsrc):
+    """dsrc[c, h, w] = sum over kw of d_shifted[c, kw, h + top, w + left - kw] (entries inside
+    d_shifted only): the transpose of ``_shift_copies`` with stride 1.
+
+    d_shifted (C, KW, R, OW); dsrc (C, H, W).
+    """
+    C, H, W = dsrc.shape
+    KW, R, OW = d_shifted.shape[1], d_shifted.shape[2], d_shifted.shape[3]
+    for c in range(C):
+        for h in range(H):
+            line = dsrc[c, h]
+            line[:] = 0
+            r = h + top
+            if r < 0 or r >= R:
+                continue
+            for kw in range(KW):
+                # Row entries j = w + left - kw with 0 <= j < OW and 0 <= w < W.
+                w0 = min(W, max(0, kw - left))
+                w1 = max(w0, min(W, OW + kw - left))
+                _add_run(line[w0:], d_shifted[c, kw, r, w0 + left - kw:], w1 - w0)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _correlate(shifted, w, b, stride, out):
+    """out[f, i, j] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * shifted[c, kw, i * stride + kh, j].
+
+    shifted (C, KW, R, OW) from ``_shift_copies``; w (F, C, KH, KW); b (F,); out (F, OH, OW).
     """
     F, C, KH, KW = w.shape
     OH, OW = out.shape[1], out.shape[2]
-    n = (OH - 1) * stride * width + (OW - 1) * stride + 1
-    acc = np.empty(n, src.dtype)
-    KH3, KW3 = KH - KH % 3, KW - KW % 3
-    for f in range(F):
-        acc[:] = b[f]
-        for c in range(C):
-            plane = src[c, start:]
-            for kh in range(0, KH3, 3):
-                for kw in range(0, KW3, 3):
-                    r0 = plane[kh * width + kw:]
-                    r1 = plane[(kh + 1) * width + kw:]
-                    r2 = plane[(kh + 2) * width + kw:]
-                    w00, w01, w02 = w[f, c, kh, kw], w[f, c, kh, kw + 1], w[f, c, kh, kw + 2]
-                    w10, w11, w12 = w[f, c, kh + 1, kw], w[f, c, kh + 1, kw + 1], w[f, c, kh + 1, kw + 2]
-                    w20, w21, w22 = w[f, c, kh + 2, kw], w[f, c, kh + 2, kw + 1], w[f, c, kh + 2, kw + 2]
-                    for p in range(n):
-                        acc[p] += (w00 * r0[p] + w01 * r0[p + 1] + w02 * r0[p + 2]
-                                   + w10 * r1[p] + w11 * r1[p + 1] + w12 * r1[p + 2]
-                                   + w20 * r2[p] + w21 * r2[p + 1] + w22 * r2[p + 2])
-            for kh in range(KH):
-                for kw in range(KW):
-                    if kh >= KH3 or kw >= KW3:
-                        r = plane[kh * width + kw:]
-                        wv = w[f, c, kh, kw]
-                        for p in range(n):
-                            acc[p] += wv * r[p]
-        for i in range(OH):
-            row = i * stride * width
-            for j in range(OW):
-                out[f, i, j] = acc[row + j * stride]
+    flat = shifted.reshape(C, KW, shifted.shape[2] * OW)
+    planes = out.reshape(F, OH * OW)
+    # Stride 1: the whole plane is one run of OH * OW values. Otherwise one run per output row.
+    rows = OH if stride == 1 else 1
+    n = rows * OW
+    zero = w.dtype.type(0)
+    no_input = np.zeros(n, out.dtype)
+    spare = np.empty((2, n), out.dtype)
+    ws = np.empty((3, 3), w.dtype)
+    for f in range(0, F, 3):
+        for i in range(0, OH, rows):
+            o0 = planes[f, i * OW:i * OW + n]
+            o1 = planes[f + 1, i * OW:i * OW + n] if f + 1 < F else spare[0]
+            o2 = planes[f + 2, i * OW:i * OW + n] if f + 2 < F else spare[1]
+            o0[:] = b[f]
+            o1[:] = b[f + 1] if f + 1 < F else zero
+            o2[:] = b[f + 2] if f + 2 < F else zero
+            for c in range(C):
+                for kh in range(KH):
+                    top = (i * stride + kh) * OW
+                    for kw in range(0, KW, 3):
+                        i0 = flat[c, kw, top:]
+                        i1 = flat[c, kw + 1, top:] if kw + 1 < KW else no_input
+                        i2 = flat[c, kw + 2, top:] if kw + 2 < KW else no_input
+                        for a in range(3):
+                            for t in range(3):
+                                ws[a, t] = w[f + a, c, kh, kw + t] if f + a < F and kw + t < KW else zero
+                        _madd3(o0, o1, o2, i0, i1, i2, ws[0, 0], ws[0, 1], ws[0, 2],
+                               ws[1, 0], ws[1, 1], ws[1, 2], ws[2, 0], ws[2, 1], ws[2, 2])
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _add_weight_grad_image(g, src, width, dw):
-    """One image: dw[f, c, kh, kw] += sum over p of g[f, p] * src[c, kh * width + kw + p].
+def _correlate_transpose(dy_padded, w, d_shifted):
+    """d_shifted[c, kw, r, j] = sum over f, kh of w[f, c, kh, kw] * dy[f, r - kh, j]: the transpose
+    of ``_correlate`` with stride 1.
 
-    g (F, L) output gradients with row width ``width`` (zeros in unused columns);
-    src (C, S) flat padded planes of row width ``width``; dw (F, C, KH, KW).
+    dy_padded (F, (OH + 2 * (KH - 1)) * OW): each dy[f] flat, with KH - 1 rows of zeros before
+    and after; w (F, C, KH, KW); d_shifted (C, KW, OH + KH - 1, OW).
+    """
+    F, C, KH, KW = w.shape
+    OW = d_shifted.shape[3]
+    n = d_shifted.shape[2] * OW
+    flat = d_shifted.reshape(C, KW, n)
+    zero = w.dtype.type(0)
+    no_input = np.zeros(n, w.dtype)
+    spare = np.empty((2, n), w.dtype)
+    ws = np.empty((3, 3), w.dtype)
+    for c in range(C):
+        for kw in range(0, KW, 3):
+            o0 = flat[c, kw]
+            o1 = flat[c, kw + 1] if kw + 1 < KW else spare[0]
+            o2 = flat[c, kw + 2] if kw + 2 < KW else spare[1]
+            o0[:] = 0
+            o1[:] = 0
+            o2[:] = 0
+            for f in range(F):
+                for kh in range(0, KH, 3):
+                    # dy[f, r - kh, j] is dy_padded[f, r * OW + j + (KH - 1 - kh) * OW].
+                    i0 = dy_padded[f, (KH - 1 - kh) * OW:]
+                    i1 = dy_padded[f, (KH - 2 - kh) * OW:] if kh + 1 < KH else no_input
+                    i2 = dy_padded[f, (KH - 3 - kh) * OW:] if kh + 2 < KH else no_input
+                    for a in range(3):
+                        for t in range(3):
+                            ws[a, t] = w[f, c, kh + t, kw + a] if kw + a < KW and kh + t < KH else zero
+                    _madd3(o0, o1, o2, i0, i1, i2, ws[0, 0], ws[0, 1], ws[0, 2],
+                           ws[1, 0], ws[1, 1], ws[1, 2], ws[2, 0], ws[2, 1], ws[2, 2])
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _add_weight_grad(dy, shifted, dw):
+    """dw[f, c, kh, kw] += sum over i, j of dy[f, i, j] * shifted[c, kw, i + kh, j] (stride 1).
+
+    dy (F, OH, OW); shifted (C, KW, OH + KH - 1, OW) from ``_shift_copies``; dw (F, C, KH, KW).
+    Three filters by three kw at a time; a missing filter or kw repeats the last real one and
+    its sums are dropped.
     """
     F, C, KH, KW = dw.shape
-    n = g.shape[1]
-    zero = g.dtype.type(0)  # accumulate in the array's own precision
-    KH3, KW3 = KH - KH % 3, KW - KW % 3
-    for f in range(F):
-        d = g[f]
+    OW = dy.shape[2]
+    n = dy.shape[1] * OW
+    g = dy.reshape(F, n)
+    flat = shifted.reshape(C, KW, shifted.shape[2] * OW)
+    zero = dy.dtype.type(0)  # accumulate in the array's own precision
+    for f in range(0, F, 3):
+        g0, g1, g2 = g[f], g[min(f + 1, F - 1)], g[min(f + 2, F - 1)]
         for c in range(C):
-            plane = src[c]
-            for kh in range(0, KH3, 3):
-                for kw in range(0, KW3, 3):
-                    r0 = plane[kh * width + kw:]
-                    r1 = plane[(kh + 1) * width + kw:]
-                    r2 = plane[(kh + 2) * width + kw:]
+            for kh in range(KH):
+                for kw in range(0, KW, 3):
+                    r0 = flat[c, kw, kh * OW:]
+                    r1 = flat[c, min(kw + 1, KW - 1), kh * OW:]
+                    r2 = flat[c, min(kw + 2, KW - 1), kh * OW:]
                     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
-                    for p in range(n):
-                        v = d[p]
-                        s00 += v * r0[p]
-                        s01 += v * r0[p + 1]
-                        s02 += v * r0[p + 2]
-                        s10 += v * r1[p]
-                        s11 += v * r1[p + 1]
-                        s12 += v * r1[p + 2]
-                        s20 += v * r2[p]
-                        s21 += v * r2[p + 1]
-                        s22 += v * r2[p + 2]
-                    dw[f, c, kh, kw] += s00
-                    dw[f, c, kh, kw + 1] += s01
-                    dw[f, c, kh, kw + 2] += s02
-                    dw[f, c, kh + 1, kw] += s10
-                    dw[f, c, kh + 1, kw + 1] += s11
-                    dw[f, c, kh + 1, kw + 2] += s12
-                    dw[f, c, kh + 2, kw] += s20
-                    dw[f, c, kh + 2, kw + 1] += s21
-                    dw[f, c, kh + 2, kw + 2] += s22
-            for kh in range(KH):
-                for kw in range(KW):
-                    if kh >= KH3 or kw >= KW3:
-                        r = plane[kh * width + kw:]
-                        s = zero
-                        for p in range(n):
-                            s += d[p] * r[p]
-                        dw[f, c, kh, kw] += s
+                    for q in range(n):
+                        a0, a1, a2 = g0[q], g1[q], g2[q]
+                        u, v, s = r0[q], r1[q], r2[q]
+                        s00 += a0 * u
+                        s01 += a0 * v
+                        s02 += a0 * s
+                        s10 += a1 * u
+                        s11 += a1 * v
+                        s12 += a1 * s
+                        s20 += a2 * u
+                        s21 += a2 * v
+                        s22 += a2 * s
+                    sums = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22))
+                    for a in range(min(3, F - f)):
+                        for t in range(min(3, KW - kw)):
+                            dw[f + a, c, kh, kw + t] += sums[a][t]
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _forward(x, w, b, stride, pad, OH, OW):
-    """y (N, F, OH, OW) and the padded flat images xp (N, C, Hp * Wp) kept for the backward pass."""
-    N, C, H, W = x.shape
-    F = w.shape[0]
-    Hp, Wp = H + 2 * pad, W + 2 * pad
-    xp = np.zeros((N, C, Hp * Wp), x.dtype)
+@njit(parallel=True, cache=True)
+def _forward(x, w, b, stride, pad, OH, OW, chunks):
+    """y (N, F, OH, OW) and the shifted copies of every image (N, C, KW, R, OW)."""
+    N, C = x.shape[0], x.shape[1]
+    F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     y = np.empty((N, F, OH, OW), x.dtype)
-    for n in prange(N):
-        for c in range(C):
-            for h in range(H):
-                row = (h + pad) * Wp + pad
-                for j in range(W):
-                    xp[n, c, row + j] = x[n, c, h, j]
-        # np.int64(0), not 0: a literal would compile a second specialisation of the helper.
-        _correlate_image(xp[n], w, b, Wp, np.int64(0), stride, y[n])
-    return y, xp
+    shifted = np.empty((N, C, KW, (OH - 1) * stride + KH, OW), x.dtype)
+    for k in prange(chunks):
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            _shift_copies(x[n], pad, pad, stride, shifted[n])
+            _correlate(shifted[n], w, b, stride, y[n])
+    return y, shifted
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
-def _backward(dy1, xp, w, Hp, Wp, pad, H, W, chunks):
-    """dx, dw, db from dy1 (N, F, Hp-KH+1, Wp-KW+1), the output gradient on the stride-1 grid."""
+def _backward(dy1, shifted, w, pad, H, W, chunks):
+    """dx, dw, db from dy1 (N, F, H+2*pad-KH+1, W+2*pad-KW+1), the output gradient on the stride-1
+    grid, and the stride-1 shifted copies of the input (N, C, KW, H+2*pad, OW1)."""
     N, F, OH1, OW1 = dy1.shape
-    C = xp.shape[1]
-    KH, KW = w.shape[2], w.shape[3]
-    dtype = xp.dtype
-    # dx is a correlation of dy1, padded by (KH-1, KW-1), with the flipped, F<->C swapped kernel.
-    w_full = np.empty((C, F, KH, KW), dtype)
-    for f in range(F):
-        for c in range(C):
-            for kh in range(KH):
-                for kw in range(KW):
-                    w_full[c, f, kh, kw] = w[f, c, KH - 1 - kh, KW - 1 - kw]
-    no_bias = np.zeros(C, dtype)
-    Hd, Wd = OH1 + 2 * (KH - 1), OW1 + 2 * (KW - 1)
-    n_out = (OH1 - 1) * Wp + OW1
+    C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
+    dtype = w.dtype
+    zero = dtype.type(0)
+    n = OH1 * OW1
     dx = np.empty((N, C, H, W), dtype)
     dw_parts = np.zeros((chunks, F, C, KH, KW), dtype)
     db_parts = np.zeros((chunks, F), dtype)
     for k in prange(chunks):
-        dy_padded = np.zeros((F, Hd * Wd), dtype)
-        dy_wide = np.zeros((F, n_out), dtype)
-        for n in range(k * N // chunks, (k + 1) * N // chunks):
+        d_shifted = np.empty((C, KW, OH1 + KH - 1, OW1), dtype)
+        dy_padded = np.zeros((F, n + 2 * (KH - 1) * OW1), dtype)
+        for i in range(k * N // chunks, (k + 1) * N // chunks):
+            g = dy1[i].reshape(F, n)
             for f in range(F):
-                s = 0.0
-                for i in range(OH1):
-                    padded_row = (i + KH - 1) * Wd + KW - 1
-                    wide_row = i * Wp
-                    for j in range(OW1):
-                        v = dy1[n, f, i, j]
-                        dy_padded[f, padded_row + j] = v
-                        dy_wide[f, wide_row + j] = v
-                        s += v
+                _copy_run(dy_padded[f, (KH - 1) * OW1:], g[f], n)
+                s = zero
+                for q in range(n):
+                    s += g[f, q]
                 db_parts[k, f] += s
-            _correlate_image(dy_padded, w_full, no_bias, Wd, pad * Wd + pad, np.int64(1), dx[n])
-            _add_weight_grad_image(dy_wide, xp[n], Wp, dw_parts[k])
+            _add_weight_grad(dy1[i], shifted[i], dw_parts[k])
+            _correlate_transpose(dy_padded, w, d_shifted)
+            _unshift_add(d_shifted, pad, pad, dx[i])
     dw = dw_parts[0].copy()
     db = db_parts[0].copy()
     for k in range(1, chunks):
         dw += dw_parts[k]
         db += db_parts[k]
     return dx, dw, db
+
+
+def _chunks(N):
+    """How many slices of the batch the parallel kernels use: one per thread."""
+    return min(N, numba.get_num_threads())
 
 
 def conv2d_forward(x, w, b, stride=1, pad=0):
@@ -195,22 +305,24 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     OH, OW = _common.check_conv2d(x, w, b, stride, pad)
     stride, pad = int(stride), int(pad)
     x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
-    y, xp = _forward(x, w, b, stride, pad, OH, OW)
-    return y, (xp, w, x.shape, stride, pad)
+    y, shifted = _forward(x, w, b, stride, pad, OH, OW, _chunks(x.shape[0]))
+    return y, (x, shifted, w, stride, pad)
 
 
 def conv2d_backward(dy, cache):
     """dy (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
-    xp, w, (N, C, H, W), stride, pad = cache
-    F, _, KH, KW = w.shape
-    Hp, Wp = H + 2 * pad, W + 2 * pad
+    x, shifted, w, stride, pad = cache
+    (N, C, H, W), (F, _, KH, KW) = x.shape, w.shape
     OH, OW = _common.output_size(H, KH, stride, pad), _common.output_size(W, KW, stride, pad)
     if dy.shape != (N, F, OH, OW):
         raise ValueError(f"dy must have shape {(N, F, OH, OW)}, got {dy.shape}")
-    dy = np.ascontiguousarray(dy, dtype=xp.dtype)
+    dy = np.ascontiguousarray(dy, dtype=x.dtype)
     if stride > 1:
-        dy1 = np.zeros((N, F, Hp - KH + 1, Wp - KW + 1), xp.dtype)
+        # Work on the stride-1 grid: dy spread out with zeros between, the stride-1 shifted copies.
+        OH1, OW1 = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
+        dy1 = np.zeros((N, F, OH1, OW1), x.dtype)
         dy1[:, :, ::stride, ::stride] = dy
         dy = dy1
-    chunks = min(N, numba.get_num_threads())
-    return _backward(dy, xp, w, Hp, Wp, pad, H, W, chunks)
+        # (_forward with no filters computes only the shifted copies.)
+        _, shifted = _forward(x, np.zeros((0, C, KH, KW), x.dtype), np.zeros(0, x.dtype), 1, pad, OH1, OW1, _chunks(N))
+    return _backward(dy, shifted, w, pad, H, W, _chunks(N))

@@ -12,6 +12,12 @@ from numba import njit, prange
 from .. import _common
 
 
+@njit(cache=True, inline="always")
+def _wins(v, best):
+    """Whether v replaces the running maximum best: larger, or the first NaN (no branches)."""
+    return (v > best) | ((v != v) & (best == best))
+
+
 @njit(parallel=True, cache=True)
 def _forward(x, size, stride, OH, OW):
     """y (N, C, OH, OW) and argmax (N, C, OH, OW) int32: flat index h * W + w of each window's maximum."""
@@ -22,16 +28,34 @@ def _forward(x, size, stride, OH, OW):
     for q in prange(N * C):
         plane = planes[q]
         for i in range(OH):
-            for j in range(OW):
-                h0, w0 = i * stride, j * stride
-                best, where = plane[h0, w0], h0 * W + w0
+            h0 = i * stride
+            y_row, arg_row = y[q, i], argmax[q, i]
+            if size == 2 and stride == 2:
+                # The common case, unrolled: a b / c d, taken in this order.
+                top, bottom = plane[h0], plane[h0 + 1]
+                for j in range(OW):
+                    best, where = top[2 * j], h0 * W + 2 * j
+                    v = top[2 * j + 1]
+                    t = _wins(v, best)
+                    best, where = (v, where + 1) if t else (best, where)
+                    v = bottom[2 * j]
+                    t = _wins(v, best)
+                    best, where = (v, (h0 + 1) * W + 2 * j) if t else (best, where)
+                    v = bottom[2 * j + 1]
+                    t = _wins(v, best)
+                    best, where = (v, (h0 + 1) * W + 2 * j + 1) if t else (best, where)
+                    y_row[j], arg_row[j] = best, where
+            else:
+                for j in range(OW):
+                    y_row[j], arg_row[j] = plane[h0, j * stride], h0 * W + j * stride
                 for h in range(h0, h0 + size):
-                    for w in range(w0, w0 + size):
-                        v = plane[h, w]
-                        if v > best or (v != v and best == best):
-                            best, where = v, h * W + w
-                y[q, i, j] = best
-                argmax[q, i, j] = where
+                    line = plane[h]
+                    for w in range(size):
+                        for j in range(OW):
+                            v = line[j * stride + w]
+                            t = _wins(v, y_row[j])
+                            y_row[j] = v if t else y_row[j]
+                            arg_row[j] = h * W + j * stride + w if t else arg_row[j]
     return y.reshape(N, C, OH, OW), argmax.reshape(N, C, OH, OW)
 
 
