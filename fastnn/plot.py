@@ -158,12 +158,14 @@ def plot_confusion_matrix(cm, path, *, class_names=None, title="confusion matrix
     return _save(figure, path)
 
 
-def plot_comparison(results, x, y, path, *, group=None, title=None, ylabel=None):
+def plot_comparison(results, x, y, path, *, group=None, title=None, ylabel=None, mark=None, sharey=False):
     """Compare runs: ``y`` against ``x`` for a list of result dicts, one panel per ``group`` value.
 
     The x values are drawn as categories in the order given (so numbers, strings and tuples mix),
-    each point labelled with its y value. Used by the experiment scripts, e.g. a sweep's test
-    accuracy per factor: ``plot_comparison(rows, "value", "test_accuracy", p, group="factor")``.
+    each point labelled with its y value. Rows whose ``mark`` key is true (a sweep's baseline, say)
+    are ringed in red. ``sharey``: one y scale for every panel, so that their spreads compare.
+    E.g. a sweep's test accuracy per factor:
+    ``plot_comparison(rows, "value", "test_accuracy", p, group="factor", mark="baseline")``.
     """
     if not results:
         raise ValueError("results is empty")
@@ -173,13 +175,17 @@ def plot_comparison(results, x, y, path, *, group=None, title=None, ylabel=None)
     columns = min(3, len(groups))
     rows = -(-len(groups) // columns)
     figure = _figure(4.2 * columns, 3.2 * rows + (0.4 if title else 0))
+    first = None
     for i, (name, members) in enumerate(groups.items()):
-        ax = figure.add_subplot(rows, columns, i + 1)
+        ax = figure.add_subplot(rows, columns, i + 1, sharey=first if sharey else None)
+        first = first or ax
         values = [row[y] for row in members]
         positions = np.arange(len(members))
         ax.plot(positions, values, "o-")
+        marked = [p for p, row in zip(positions, members) if mark and row[mark]]
+        ax.plot(marked, [values[p] for p in marked], "o", ms=12, mfc="none", mec="red", mew=1.5)
         for position, value in zip(positions, values):
-            ax.annotate(f"{value:.4g}", (position, value), textcoords="offset points", xytext=(0, 5),
+            ax.annotate(f"{value:.4g}", (position, value), textcoords="offset points", xytext=(0, 7),
                         ha="center", fontsize=8)
         ax.set_xticks(positions, [str(row[x]) for row in members])
         ax.margins(x=0.15, y=0.25)

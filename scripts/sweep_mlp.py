@@ -13,7 +13,7 @@ Every run is the baseline recipe with one factor changed, so the number of runs 
     optimizer sgd (lr 0.1), momentum (lr 0.05), adam (lr 0.001): each optimizer with a learning
               rate in its usual range, since one rate for all would compare them unfairly
 
-The baseline is trained once and shown in every panel. Writes into --out: results.csv (one row
+The baseline is trained once and shown, ringed, in every panel. Writes into --out: results.csv (one row
 per factor value: test/train accuracy, test loss, training seconds), accuracy.png and
 seconds.png (one panel per factor); prints the table in Markdown.
 
@@ -96,8 +96,9 @@ def main(argv=None):
                 print(f"{factor}={value}: test accuracy {finished[key]['test_accuracy']:.2%} "
                       f"({time.perf_counter() - start:.1f} s)", flush=True)
             result = finished[key]
-            rows.append({"factor": factor, "value": value, "hidden": "x".join(map(str, options["hidden"])),
-                         "optimizer": options["optimizer"], "lr": options["lr"],
+            rows.append({"factor": factor, "value": value, "baseline": options == BASELINE,
+                         "hidden": "x".join(map(str, options["hidden"])), "optimizer": options["optimizer"],
+                         "lr": options["lr"],
                          "batch_size": options["batch_size"], "dropout": options["dropout"],
                          "test_accuracy": result["test_accuracy"], "train_accuracy": result["train_accuracy"],
                          "test_loss": result["test_loss"], "seconds": result["seconds"]})
@@ -106,13 +107,16 @@ def main(argv=None):
     from fastnn.plot import plot_comparison
 
     data = f"{args.limit} training images" if args.limit else "60,000 training images"
+    backend = args.backend or Config().backend
     shown = [{**row, "test_accuracy": 100 * row["test_accuracy"]} for row in rows]
     paths = [write_csv(rows, args.out / "results.csv"),
              plot_comparison(shown, "value", "test_accuracy", args.out / "accuracy.png", group="factor",
-                             ylabel="test accuracy (%)",
-                             title=f"MLP on MNIST, one factor at a time ({args.epochs} epochs, {data})"),
+                             mark="baseline", sharey=True, ylabel="test accuracy (%)",
+                             title=f"MLP on MNIST, one factor at a time from the baseline (ringed); "
+                                   f"{args.epochs} epochs, {data}"),
              plot_comparison(rows, "value", "seconds", args.out / "seconds.png", group="factor",
-                             ylabel="training seconds", title=f"training time ({args.epochs} epochs, {data})")]
+                             mark="baseline", sharey=True, ylabel="training seconds",
+                             title=f"training time ({args.epochs} epochs, {data}, {backend} backend)")]
     print(markdown_table(rows))
     print("wrote " + ", ".join(str(p) for p in paths))
     return {"rows": rows, "paths": paths}

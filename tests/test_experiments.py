@@ -94,6 +94,7 @@ def test_sweep_runs_every_factor_around_one_baseline(tmp_path, mnist_dir, capsys
     baseline = [r for r in rows if (r["hidden"], r["optimizer"], r["lr"], r["batch_size"], r["dropout"])
                 == ("512", "momentum", "0.05", "64", "0.0")]
     assert len(baseline) == len(sweep.FACTORS)
+    assert [r for r in rows if r["baseline"] == "True"] == baseline
     assert len({(r["test_accuracy"], r["seconds"]) for r in baseline}) == 1
     assert all(0 <= float(r["test_accuracy"]) <= 1 for r in rows)
     assert_pngs(result["paths"])
