@@ -90,8 +90,12 @@ def _train(args):
                              f"the run's stored configuration is used (only {', '.join(RESUMABLE_OPTIONS)} may change)")
         out_dir = args.resume
         stored = checkpoint.read(out_dir / "last.npz")
-        config = training.Config.from_dict({**stored.config, **options})
+        try:
+            config = training.Config.from_dict({**stored.config, **options})
+        except ValueError as error:
+            raise UsageError(f"{stored.path}: {error}") from None
     else:
+        stored = None
         if args.model is None:
             raise UsageError("--model is required (or --resume DIR)")
         config = training.Config.for_model(args.model, **options)
@@ -102,11 +106,10 @@ def _train(args):
     print(f"{'resuming' if args.resume else 'training'} {config.model} on the {config.backend} backend; "
           f"writing to {out_dir}", flush=True)
     try:
-        history = training.run(config, out_dir, resume=args.resume is not None, progress=not args.no_progress,
+        history = training.run(config, out_dir, resume=stored, progress=not args.no_progress,
                                checkpoint_every=args.checkpoint_every, log=lambda line: print(line, flush=True))
     except training.TrainingInterrupted as stop:
-        print(f"\nInterrupted at epoch {stop.epoch}, step {stop.step}; checkpoint saved to {stop.checkpoint}.\n"
-              f"Resume with: fastnn train --resume {out_dir}", file=sys.stderr)
+        print(f"\n{stop}.\nResume with: fastnn train --resume {out_dir}", file=sys.stderr)
         return 130
     best = max(record["test_accuracy"] for record in history)
     print(f"done: test accuracy {history[-1]['test_accuracy']:.2%} after {len(history)} epochs "

@@ -51,12 +51,14 @@ class TrainingDiverged(RuntimeError):
 
 
 class TrainingInterrupted(Exception):
-    """Training stopped on request (Ctrl-C) after ``step`` batches of epoch ``epoch`` (from 1)."""
+    """Training stopped on request (Ctrl-C) after ``step`` batches of epoch ``epoch`` (from 1);
+    ``step`` 0: after the whole of epoch ``epoch``."""
 
     def __init__(self, epoch, step, checkpoint=None):
         self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+        where = f"at epoch {epoch}, step {step}" if step else f"after epoch {epoch}"
         saved = f"; checkpoint saved to {checkpoint}" if checkpoint else ""
-        super().__init__(f"training interrupted at epoch {epoch}, step {step}{saved}")
+        super().__init__(f"training interrupted {where}{saved}")
 
 
 # -- one epoch ----------------------------------------------------------------------------------
@@ -234,6 +236,7 @@ class Trainer:
         """
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+        self._stop_requested = False
         on_main_thread = threading.current_thread() is threading.main_thread()
         previous = signal.getsignal(signal.SIGINT) if on_main_thread else None
         if previous is None:  # a handler not set from Python: restore Python's default one
@@ -445,12 +448,13 @@ def build_loaders(config, mnist=None):
     return train, test
 
 
-def run(config, out_dir, *, resume=False, progress=True, checkpoint_every=0, log=print, mnist=None):
+def run(config, out_dir, *, resume=None, progress=True, checkpoint_every=0, log=print, mnist=None):
     """Train the run ``config`` describes, with its files in ``out_dir``; returns the history.
 
     Writes ``config.json`` and then, each epoch, the checkpoints and metrics (see ``Trainer``).
-    ``resume``: continue from ``out_dir/last.npz`` (whose stored configuration should be the
-    ``config`` passed; see ``fastnn.cli``). ``mnist``: the data, if already loaded.
+    ``resume``: a checkpoint (path or ``checkpoint.Checkpoint``, normally ``out_dir/last.npz``)
+    to continue from; its stored configuration should be the ``config`` passed (see
+    ``fastnn.cli``). ``mnist``: the data, if already loaded.
     """
     model = build_model(config)
     optimizer = build_optimizer(config, model.parameters())
@@ -461,13 +465,13 @@ def run(config, out_dir, *, resume=False, progress=True, checkpoint_every=0, log
     trainer = Trainer(model, optimizer, train_loader, test_loader, criterion=CrossEntropyLoss(backend=config.backend),
                       schedule=schedule, out_dir=out_dir, config=config.to_dict(), progress=progress,
                       checkpoint_every=checkpoint_every, log=log)
-    if resume:
-        trainer.resume(out_dir / "last.npz")
+    if resume is not None:
+        trainer.resume(resume)
     else:
         ckpt.atomic_write(out_dir / "config.json", lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
     log(TABLE_HEADER)
     for record in trainer.history:
         log(format_epoch(record))
-    if resume:
+    if resume is not None:
         log(f"(resumed at epoch {trainer.epoch + 1}, step {trainer.step} of {len(train_loader)})")
     return trainer.fit(config.epochs)

@@ -31,7 +31,7 @@ SMALL_RUN = ["--model", "mlp", "--hidden", "64", "--backend", "vectorized", "--l
 
 @pytest.fixture(scope="module")
 def mnist(mnist_dir):
-    return load_mnist(mnist_dir)
+    return load_mnist(mnist_dir, download=False)
 
 
 class Wrapped:

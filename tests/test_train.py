@@ -42,7 +42,7 @@ def batches_of(loader):
 
 @pytest.fixture(scope="module")
 def mnist(mnist_dir):
-    return load_mnist(mnist_dir)
+    return load_mnist(mnist_dir, download=False)
 
 
 # -- evaluate and train_epoch ---------------------------------------------------------------------
