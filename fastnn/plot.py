@@ -158,12 +158,14 @@ def plot_confusion_matrix(cm, path, *, class_names=None, title="confusion matrix
     return _save(figure, path)
 
 
-def plot_comparison(results, x, y, path, *, group=None, title=None, ylabel=None, mark=None, sharey=False):
+def plot_comparison(results, x, y, path, *, group=None, title=None, ylabel=None, mark=None, sharey=False,
+                    ymin=None):
     """Compare runs: ``y`` against ``x`` for a list of result dicts, one panel per ``group`` value.
 
     The x values are drawn as categories in the order given (so numbers, strings and tuples mix),
     each point labelled with its y value. Rows whose ``mark`` key is true (a sweep's baseline, say)
-    are ringed in red. ``sharey``: one y scale for every panel, so that their spreads compare.
+    are ringed in red. ``sharey``: one y scale for every panel, so that their spreads compare;
+    ``ymin``: the bottom of the y axis (e.g. 0 for times), else chosen to fit the values.
     E.g. a sweep's test accuracy per factor:
     ``plot_comparison(rows, "value", "test_accuracy", p, group="factor", mark="baseline")``.
     """
@@ -189,6 +191,8 @@ def plot_comparison(results, x, y, path, *, group=None, title=None, ylabel=None,
                         ha="center", fontsize=8)
         ax.set_xticks(positions, [str(row[x]) for row in members])
         ax.margins(x=0.15, y=0.25)
+        if ymin is not None:
+            ax.set_ylim(bottom=ymin)
         ax.set_xlabel(str(name) if group else x)
         ax.set_ylabel(ylabel or y)
         ax.grid(alpha=0.3)

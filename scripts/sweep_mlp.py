@@ -115,7 +115,7 @@ def main(argv=None):
                              title=f"MLP on MNIST, one factor at a time from the baseline (ringed); "
                                    f"{args.epochs} epochs, {data}"),
              plot_comparison(rows, "value", "seconds", args.out / "seconds.png", group="factor",
-                             mark="baseline", sharey=True, ylabel="training seconds",
+                             mark="baseline", sharey=True, ymin=0, ylabel="training seconds",
                              title=f"training time ({args.epochs} epochs, {data}, {backend} backend)")]
     print(markdown_table(rows))
     print("wrote " + ", ".join(str(p) for p in paths))
