@@ -15,28 +15,28 @@ multiply-adds for 3 loads and 3 load-stores per element): forward, three filters
 three taps of one kernel row. Missing outputs (F not a multiple of 3) write to a scratch
 buffer; missing inputs read zeros with weight 0, so NaN and infinity never leak across.
 
-Backward, per image, the adjoint of each forward step in reverse order:
+The forward pass keeps the shifted copies of every image for the backward pass, which works
+per image with the adjoint of each forward step in reverse order:
 - ``d_shifted[c, kw, r, j] = sum over f, kh of w[f, c, kh, kw] * dy[f, r - kh, j]`` (the
   transpose of the forward loop; three kw outputs from three kh inputs at a time), then
   ``dx[c, h, w] = sum over kw of d_shifted[c, kw, h + pad, w + pad - kw]`` (the transpose of the
   shifted copies).
 - ``dw[f, c, kh, kw]`` is the dot product of ``dy[f]`` (flat) with ``shifted[c, kw]`` from row
   ``kh`` on; three filters by three kw at a time.
-For stride > 1 the backward pass first spreads ``dy`` onto the stride-1 grid with zeros in
-between (``stride**2`` more work; no model here uses a stride above 1). Images are split into
+For stride > 1 the backward pass spreads ``dy`` onto the stride-1 grid with zeros in between
+and remakes the shifted copies for stride 1 (``stride**2`` more work; no model here uses a
+stride above 1). Images are split into
 one chunk per thread; each chunk has its own scratch buffers and sums dw and db into its own
 partial buffer; the partials are added serially at the end.
 
-The loops use the ``reassoc`` and ``contract`` fast-math flags only (reordered sums and fused
-multiply-add, which the vectorised dot products need); NaN and infinity still propagate.
+The loops use the ``reassoc`` and ``contract`` fast-math flags only (``_config.FASTMATH``).
 """
 import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import _common
-
-FASTMATH = {"reassoc", "contract"}
+from ._config import FASTMATH, prange_only
 
 
 @njit(cache=True, fastmath=FASTMATH, inline="always")
@@ -244,7 +244,7 @@ def _add_weight_grad(dy, shifted, dw):
                             dw[f + a, c, kh, kw + t] += sums[a][t]
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=prange_only(), cache=True)
 def _forward(x, w, b, stride, pad, OH, OW, chunks):
     """y (N, F, OH, OW) and the shifted copies of every image (N, C, KW, R, OW)."""
     N, C = x.shape[0], x.shape[1]
@@ -258,7 +258,7 @@ def _forward(x, w, b, stride, pad, OH, OW, chunks):
     return y, shifted
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(parallel=prange_only(), cache=True, fastmath=FASTMATH)
 def _backward(dy1, shifted, w, pad, H, W, chunks):
     """dx, dw, db from dy1 (N, F, H+2*pad-KH+1, W+2*pad-KW+1), the output gradient on the stride-1
     grid, and the stride-1 shifted copies of the input (N, C, KW, H+2*pad, OW1)."""

@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _common
+from ._config import prange_only
 
 
 @njit(cache=True, inline="always")
@@ -18,7 +19,7 @@ def _wins(v, best):
     return (v > best) | ((v != v) & (best == best))
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=prange_only(), cache=True)
 def _forward(x, size, stride, OH, OW):
     """y (N, C, OH, OW) and argmax (N, C, OH, OW) int32: flat index h * W + w of each window's maximum."""
     N, C, H, W = x.shape
@@ -59,7 +60,7 @@ def _forward(x, size, stride, OH, OW):
     return y.reshape(N, C, OH, OW), argmax.reshape(N, C, OH, OW)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=prange_only(), cache=True)
 def _backward(dy, argmax, H, W):
     """dx (N, C, H, W): each window's gradient dy added at its argmax position."""
     N, C, OH, OW = dy.shape
