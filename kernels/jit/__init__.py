@@ -5,12 +5,23 @@ Nothing compiles at import. Each kernel compiles at its first call for the dtype
 (float32 and float64 are separate compilations) and is cached on disk (``cache=True``; the
 directory follows ``NUMBA_CACHE_DIR``), so later processes load it instead of compiling.
 ``warm_up`` compiles or loads every kernel for one dtype ahead of time.
-"""
-import numpy as np
 
-from .conv2d import conv2d_backward, conv2d_forward
-from .maxpool2d import maxpool2d_backward, maxpool2d_forward
-from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward
+Threads. The parallel kernels run on Numba's OpenMP pool. By default its idle threads spin,
+waiting for the next parallel loop; when other processes keep the cores busy, a spinning
+thread holds a core its partner needs, and a kernel of a fraction of a millisecond was seen
+to take 10-100 ms. Idle threads that sleep instead cost a few microseconds per kernel, so
+``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here, unless it is set already. (It must be set
+before the first parallel kernel loads OpenMP, hence at import.)
+"""
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import numpy as np  # noqa: E402
+
+from .conv2d import conv2d_backward, conv2d_forward  # noqa: E402
+from .maxpool2d import maxpool2d_backward, maxpool2d_forward  # noqa: E402
+from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward  # noqa: E402
 
 
 def warm_up(dtype=np.float32):
