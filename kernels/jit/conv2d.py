@@ -16,18 +16,17 @@ three taps of one kernel row. Missing outputs (F not a multiple of 3) write to a
 buffer; missing inputs read zeros with weight 0, so NaN and infinity never leak across.
 
 The forward pass keeps the shifted copies of every image for the backward pass, which works
-per image with the adjoint of each forward step in reverse order:
-- ``d_shifted[c, kw, r, j] = sum over f, kh of w[f, c, kh, kw] * dy[f, r - kh, j]`` (the
-  transpose of the forward loop; three kw outputs from three kh inputs at a time), then
-  ``dx[c, h, w] = sum over kw of d_shifted[c, kw, h + pad, w + pad - kw]`` (the transpose of the
-  shifted copies).
+per image:
 - ``dw[f, c, kh, kw]`` is the dot product of ``dy[f]`` (flat) with ``shifted[c, kw]`` from row
   ``kh`` on; three filters by three kw at a time.
-For stride > 1 the backward pass spreads ``dy`` onto the stride-1 grid with zeros in between
-and remakes the shifted copies for stride 1 (``stride**2`` more work; no model here uses a
-stride above 1). Images are split into
-one chunk per thread; each chunk has its own scratch buffers and sums dw and db into its own
-partial buffer; the partials are added serially at the end.
+- dx takes the adjoint of each forward step in reverse order: first
+  ``d_shifted[c, kw, r, j] = sum over f, kh of w[f, c, kh, kw] * dy[f, r - kh, j]`` (the
+  transpose of the forward loop; three kw outputs from three kh inputs at a time), then
+  ``dx[c, h, w] = sum over kw of d_shifted[c, kw, h + pad, w + pad - kw]`` (the transpose of
+  the shifted copies). For stride > 1 this runs on the stride-1 grid, with ``dy`` spread out
+  and zeros in between (``stride**2`` more work; no model here uses a stride above 1).
+Images are split into one chunk per thread; each chunk has its own scratch buffers and sums
+dw and db into its own partial buffer; the partials are added serially at the end.
 
 The loops use the ``reassoc`` and ``contract`` fast-math flags only (``_config.FASTMATH``).
 """
@@ -204,40 +203,45 @@ def _correlate_transpose(dy_padded, w, d_shifted):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _add_weight_grad(dy, shifted, dw):
-    """dw[f, c, kh, kw] += sum over i, j of dy[f, i, j] * shifted[c, kw, i + kh, j] (stride 1).
+def _add_weight_grad(dy, shifted, stride, dw):
+    """dw[f, c, kh, kw] += sum over i, j of dy[f, i, j] * shifted[c, kw, i * stride + kh, j].
 
-    dy (F, OH, OW); shifted (C, KW, OH + KH - 1, OW) from ``_shift_copies``; dw (F, C, KH, KW).
+    dy (F, OH, OW); shifted (C, KW, R, OW) from ``_shift_copies``; dw (F, C, KH, KW).
     Three filters by three kw at a time; a missing filter or kw repeats the last real one and
     its sums are dropped.
     """
     F, C, KH, KW = dw.shape
-    OW = dy.shape[2]
-    n = dy.shape[1] * OW
-    g = dy.reshape(F, n)
+    OH, OW = dy.shape[1], dy.shape[2]
+    g = dy.reshape(F, OH * OW)
     flat = shifted.reshape(C, KW, shifted.shape[2] * OW)
+    rows = OH if stride == 1 else 1  # as in _correlate
+    n = rows * OW
     zero = dy.dtype.type(0)  # accumulate in the array's own precision
     for f in range(0, F, 3):
-        g0, g1, g2 = g[f], g[min(f + 1, F - 1)], g[min(f + 2, F - 1)]
         for c in range(C):
             for kh in range(KH):
                 for kw in range(0, KW, 3):
-                    r0 = flat[c, kw, kh * OW:]
-                    r1 = flat[c, min(kw + 1, KW - 1), kh * OW:]
-                    r2 = flat[c, min(kw + 2, KW - 1), kh * OW:]
                     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
-                    for q in range(n):
-                        a0, a1, a2 = g0[q], g1[q], g2[q]
-                        u, v, s = r0[q], r1[q], r2[q]
-                        s00 += a0 * u
-                        s01 += a0 * v
-                        s02 += a0 * s
-                        s10 += a1 * u
-                        s11 += a1 * v
-                        s12 += a1 * s
-                        s20 += a2 * u
-                        s21 += a2 * v
-                        s22 += a2 * s
+                    for i in range(0, OH, rows):
+                        g0 = g[f, i * OW:]
+                        g1 = g[min(f + 1, F - 1), i * OW:]
+                        g2 = g[min(f + 2, F - 1), i * OW:]
+                        top = (i * stride + kh) * OW
+                        r0 = flat[c, kw, top:]
+                        r1 = flat[c, min(kw + 1, KW - 1), top:]
+                        r2 = flat[c, min(kw + 2, KW - 1), top:]
+                        for q in range(n):
+                            a0, a1, a2 = g0[q], g1[q], g2[q]
+                            u, v, s = r0[q], r1[q], r2[q]
+                            s00 += a0 * u
+                            s01 += a0 * v
+                            s02 += a0 * s
+                            s10 += a1 * u
+                            s11 += a1 * v
+                            s12 += a1 * s
+                            s20 += a2 * u
+                            s21 += a2 * v
+                            s22 += a2 * s
                     sums = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22))
                     for a in range(min(3, F - f)):
                         for t in range(min(3, KW - kw)):
@@ -259,29 +263,32 @@ def _forward(x, w, b, stride, pad, OH, OW, chunks):
 
 
 @njit(parallel=prange_only(), cache=True, fastmath=FASTMATH)
-def _backward(dy1, shifted, w, pad, H, W, chunks):
-    """dx, dw, db from dy1 (N, F, H+2*pad-KH+1, W+2*pad-KW+1), the output gradient on the stride-1
-    grid, and the stride-1 shifted copies of the input (N, C, KW, H+2*pad, OW1)."""
-    N, F, OH1, OW1 = dy1.shape
+def _backward(dy, dy1, shifted, w, stride, pad, H, W, chunks):
+    """dx (N, C, H, W), dw, db from dy (N, F, OH, OW), the same gradient on the stride-1 grid dy1
+    (N, F, H+2*pad-KH+1, W+2*pad-KW+1) (dy itself for stride 1), and the forward's shifted copies."""
+    N, F, OH, OW = dy.shape
+    OH1, OW1 = dy1.shape[2], dy1.shape[3]
     C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
     dtype = w.dtype
     zero = dtype.type(0)
-    n = OH1 * OW1
+    n1 = OH1 * OW1
     dx = np.empty((N, C, H, W), dtype)
     dw_parts = np.zeros((chunks, F, C, KH, KW), dtype)
     db_parts = np.zeros((chunks, F), dtype)
     for k in prange(chunks):
         d_shifted = np.empty((C, KW, OH1 + KH - 1, OW1), dtype)
-        dy_padded = np.zeros((F, n + 2 * (KH - 1) * OW1), dtype)
+        dy_padded = np.zeros((F, n1 + 2 * (KH - 1) * OW1), dtype)
         for i in range(k * N // chunks, (k + 1) * N // chunks):
-            g = dy1[i].reshape(F, n)
             for f in range(F):
-                _copy_run(dy_padded[f, (KH - 1) * OW1:], g[f], n)
+                plane = dy[i, f].reshape(OH * OW)
                 s = zero
-                for q in range(n):
-                    s += g[f, q]
+                for q in range(OH * OW):
+                    s += plane[q]
                 db_parts[k, f] += s
-            _add_weight_grad(dy1[i], shifted[i], dw_parts[k])
+            _add_weight_grad(dy[i], shifted[i], stride, dw_parts[k])
+            g = dy1[i].reshape(F, n1)
+            for f in range(F):
+                _copy_run(dy_padded[f, (KH - 1) * OW1:], g[f], n1)
             _correlate_transpose(dy_padded, w, d_shifted)
             _unshift_add(d_shifted, pad, pad, dx[i])
     dw = dw_parts[0].copy()
@@ -306,23 +313,20 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     stride, pad = int(stride), int(pad)
     x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
     y, shifted = _forward(x, w, b, stride, pad, OH, OW, _chunks(x.shape[0]))
-    return y, (x, shifted, w, stride, pad)
+    return y, (x.shape, shifted, w, stride, pad)
 
 
 def conv2d_backward(dy, cache):
     """dy (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
-    x, shifted, w, stride, pad = cache
-    (N, C, H, W), (F, _, KH, KW) = x.shape, w.shape
+    (N, C, H, W), shifted, w, stride, pad = cache
+    F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = _common.output_size(H, KH, stride, pad), _common.output_size(W, KW, stride, pad)
     if dy.shape != (N, F, OH, OW):
         raise ValueError(f"dy must have shape {(N, F, OH, OW)}, got {dy.shape}")
-    dy = np.ascontiguousarray(dy, dtype=x.dtype)
+    dy = np.ascontiguousarray(dy, dtype=w.dtype)
+    dy1 = dy
     if stride > 1:
-        # Work on the stride-1 grid: dy spread out with zeros between, the stride-1 shifted copies.
-        OH1, OW1 = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
-        dy1 = np.zeros((N, F, OH1, OW1), x.dtype)
+        # dx is computed on the stride-1 grid: dy spread out with zeros in between.
+        dy1 = np.zeros((N, F, H + 2 * pad - KH + 1, W + 2 * pad - KW + 1), w.dtype)
         dy1[:, :, ::stride, ::stride] = dy
-        dy = dy1
-        # (_forward with no filters computes only the shifted copies.)
-        _, shifted = _forward(x, np.zeros((0, C, KH, KW), x.dtype), np.zeros(0, x.dtype), 1, pad, OH1, OW1, _chunks(N))
-    return _backward(dy, shifted, w, pad, H, W, _chunks(N))
+    return _backward(dy, dy1, shifted, w, stride, pad, H, W, _chunks(N))
