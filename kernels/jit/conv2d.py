@@ -279,16 +279,17 @@ def _backward(dy, dy1, shifted, w, stride, pad, H, W, chunks):
         d_shifted = np.empty((C, KW, OH1 + KH - 1, OW1), dtype)
         dy_padded = np.zeros((F, n1 + 2 * (KH - 1) * OW1), dtype)
         for i in range(k * N // chunks, (k + 1) * N // chunks):
-            for f in range(F):
-                plane = dy[i, f].reshape(OH * OW)
-                s = zero
-                for q in range(OH * OW):
-                    s += plane[q]
-                db_parts[k, f] += s
-            _add_weight_grad(dy[i], shifted[i], stride, dw_parts[k])
             g = dy1[i].reshape(F, n1)
             for f in range(F):
-                _copy_run(dy_padded[f, (KH - 1) * OW1:], g[f], n1)
+                # Copy dy into the middle of dy_padded and sum it for db (dy1 only adds zeros).
+                middle = dy_padded[f, (KH - 1) * OW1:]
+                s = zero
+                for q in range(n1):
+                    v = g[f, q]
+                    middle[q] = v
+                    s += v
+                db_parts[k, f] += s
+            _add_weight_grad(dy[i], shifted[i], stride, dw_parts[k])
             _correlate_transpose(dy_padded, w, d_shifted)
             _unshift_add(d_shifted, pad, pad, dx[i])
     dw = dw_parts[0].copy()
