@@ -39,7 +39,7 @@ def _parser():
     run.add_argument("--hidden", type=int, nargs="+", metavar="WIDTH", help="mlp hidden widths (default 512)")
     run.add_argument("--batchnorm", action="store_true", default=None, help="mlp: BatchNorm1d after each hidden Linear")
     run.add_argument("--dropout", type=float, metavar="P", help="mlp: dropout after each hidden ReLU")
-    run.add_argument("--backend", choices=BACKENDS, help=f"kernel backend (default {training.DEFAULT_BACKEND})")
+    run.add_argument("--backend", choices=BACKENDS, help="kernel backend (default: $FASTNN_BACKEND, else jit)")
     run.add_argument("--epochs", type=int)
     run.add_argument("--batch-size", type=int, help="default 64")
     run.add_argument("--optimizer", choices=training.OPTIMIZERS)

@@ -28,8 +28,7 @@ import numpy as np
 from tqdm import tqdm
 
 from . import checkpoint as ckpt
-from .backend import DEFAULT_BACKEND
-from .kernels import BACKENDS
+from .backend import resolve
 from .losses import CrossEntropyLoss
 from .models import MODELS
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
@@ -313,7 +312,8 @@ def format_epoch(record):
 class Config:
     """Everything that determines a training run's result (stored in its checkpoints).
 
-    ``hidden``, ``batchnorm`` and ``dropout`` apply to the mlp only. ``weight_decay`` None means
+    ``hidden``, ``batchnorm`` and ``dropout`` apply to the mlp only. ``backend`` None means the
+    one ``fastnn.backend.resolve`` picks (``$FASTNN_BACKEND``, else jit). ``weight_decay`` None means
     the optimizer's default (0.01 for adamw, else 0); ``step_size`` None means epochs // 3 (at
     least 1). ``limit`` / ``test_limit``: use only the first that many training / test images.
     ``data_dir`` None: ``load_mnist``'s search order.
@@ -323,7 +323,7 @@ class Config:
     hidden: tuple = (512,)
     batchnorm: bool = False
     dropout: float = 0.0
-    backend: str = DEFAULT_BACKEND
+    backend: str = None
     epochs: int = 10
     batch_size: int = 64
     optimizer: str = "momentum"
@@ -345,7 +345,7 @@ class Config:
                 raise ValueError(f"{name} must be {what}, got {value!r}")
 
         require(self.model in MODELS, "model", self.model, f"one of {', '.join(MODELS)}")
-        require(self.backend in BACKENDS, "backend", self.backend, f"one of {', '.join(BACKENDS)}")
+        self.backend = resolve(self.backend)  # None: use_backend, $FASTNN_BACKEND or the default
         require(self.optimizer in OPTIMIZERS, "optimizer", self.optimizer, f"one of {', '.join(OPTIMIZERS)}")
         require(self.schedule in SCHEDULES, "schedule", self.schedule, f"one of {', '.join(SCHEDULES)}")
         self.hidden = tuple(self.hidden)

@@ -259,6 +259,13 @@ def test_config_rejects_bad_values_naming_the_field(field, value):
         Config(**{field: value})
 
 
+def test_config_backend_defaults_to_the_environments_choice(monkeypatch):
+    monkeypatch.setenv("FASTNN_BACKEND", "reference")
+    assert Config().backend == "reference" and Config(backend="jit").backend == "jit"
+    monkeypatch.delenv("FASTNN_BACKEND")
+    assert Config().backend == "jit"
+
+
 def test_config_rejects_mlp_options_for_other_models():
     with pytest.raises(ValueError, match="batchnorm"):
         Config(model="lenet", batchnorm=True)
