@@ -29,7 +29,8 @@ import numpy as np
 FORMAT = "fastnn-checkpoint"
 VERSION = 1
 
-_BIT_GENERATORS = {name: getattr(np.random, name) for name in ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")}
+# Bit generators whose state is plain JSON (ints); numpy's default_rng uses PCG64.
+_BIT_GENERATORS = {"PCG64": np.random.PCG64, "PCG64DXSM": np.random.PCG64DXSM}
 
 
 class CheckpointError(Exception):
@@ -55,9 +56,18 @@ def rng_states(model, loader_state=None):
     ``model``'s modules holding a ``numpy.random.Generator`` as ``.rng`` (Dropout) are found
     through ``named_modules``; ``loader_state`` is a ``bit_generator.state`` dict.
     """
-    modules = {name: module.rng.bit_generator.state for name, module in model.named_modules()
-               if isinstance(getattr(module, "rng", None), np.random.Generator)}
+    modules = {name: generator.bit_generator.state for name, generator in _generators(model).items()}
+    for name, state in [("loader", loader_state), *modules.items()]:
+        if state is not None and state["bit_generator"] not in _BIT_GENERATORS:
+            raise ValueError(f"the random generator of {name!r} uses {state['bit_generator']}; checkpoints store "
+                             f"only {', '.join(_BIT_GENERATORS)} generators")
     return {"loader": loader_state, "modules": modules}
+
+
+def _generators(model):
+    """``{dotted name: Generator}`` of the modules holding their own ``.rng`` (the Dropout layers)."""
+    return {name: module.rng for name, module in model.named_modules()
+            if isinstance(getattr(module, "rng", None), np.random.Generator)}
 
 
 def write(path, model, optimizer=None, schedule=None, *, config=None, progress=None, rng=None):
@@ -186,20 +196,27 @@ def restore(checkpoint, model, optimizer=None, schedule=None, loader=None):
     The saved model and schedule states are checked against the live objects' own
     ``state_dict`` (keys, shapes and dtypes), the saved random generators against the model's
     Dropout layers, and the optimizer state by the optimizer's (all-or-nothing)
-    ``load_state_dict``, before anything else is changed. ``loader`` (optional) gets its Generator set to the saved loader state.
+    ``load_state_dict``, before anything else is changed. ``loader`` (optional): its Generator
+    ``.rng`` is set to the saved loader state.
     """
     path = checkpoint.path
     owners = {"model": model, "schedule": schedule}
     for what, owner in owners.items():
         if owner is not None:
             _check_fits(getattr(checkpoint, what), owner.state_dict(), what, path)
-    generators = {name: module.rng for name, module in model.named_modules()
-                  if isinstance(getattr(module, "rng", None), np.random.Generator)}
-    if set(generators) != set(checkpoint.rng["modules"]):
-        raise CheckpointError(f"{path}: saved random generators {sorted(checkpoint.rng['modules'])} do not match "
-                              f"the model's {sorted(generators)}")
-    if loader is not None and checkpoint.rng["loader"] is None:
-        raise CheckpointError(f"{path}: no saved data loader state to resume from")
+    live = {f"module {name!r}": generator for name, generator in _generators(model).items()}
+    saved = {f"module {name!r}": state for name, state in checkpoint.rng["modules"].items()}
+    if set(live) != set(saved):
+        raise CheckpointError(f"{path}: the saved random generators ({', '.join(sorted(saved)) or 'none'}) do not "
+                              f"match the model's ({', '.join(sorted(live)) or 'none'})")
+    if loader is not None:
+        if checkpoint.rng["loader"] is None:
+            raise CheckpointError(f"{path}: no saved data loader state to resume from")
+        live["the data loader"], saved["the data loader"] = loader.rng, checkpoint.rng["loader"]
+    for name, generator in live.items():
+        if saved[name]["bit_generator"] != type(generator.bit_generator).__name__:
+            raise CheckpointError(f"{path}: the saved generator of {name} is a {saved[name]['bit_generator']}, "
+                                  f"the live one a {type(generator.bit_generator).__name__}")
     if optimizer is not None:
         # An optimizer's state grows at its first step, so it is checked by its own
         # load_state_dict, which validates every entry before changing anything; it goes first
@@ -211,10 +228,8 @@ def restore(checkpoint, model, optimizer=None, schedule=None, loader=None):
     for what, owner in owners.items():
         if owner is not None:
             owner.load_state_dict(getattr(checkpoint, what))
-    for name, generator in generators.items():
-        generator.bit_generator.state = checkpoint.rng["modules"][name]
-    if loader is not None:
-        loader.rng.bit_generator.state = checkpoint.rng["loader"]
+    for name, generator in live.items():
+        generator.bit_generator.state = saved[name]
 
 
 def load_model(path, backend=None):

@@ -223,3 +223,24 @@ def test_load_model_with_an_invalid_config_raises_checkpoint_error(tmp_path):
     with pytest.raises(ckpt.CheckpointError, match="configuration"):
         ckpt.load_model(path)
 
+
+
+def test_model_with_other_dropout_layers_is_refused_and_changes_nothing(tmp_path):
+    """Same weights, but the saved run had a Dropout generator that the live model lacks."""
+    config, model, optimizer, schedule = make_run()
+    path = tmp_path / "c.npz"
+    write_run(path, config, model, optimizer, schedule)
+    checkpoint = ckpt.read(path)
+    checkpoint.rng["modules"]["7"] = checkpoint.rng["modules"]["3"]
+    _, model2, optimizer2, schedule2 = make_run(seed=1)
+    before = snapshot(model2, optimizer2, schedule2)
+    with pytest.raises(ckpt.CheckpointError, match="random generators"):
+        ckpt.restore(checkpoint, model2, optimizer2, schedule2)
+    assert_same_snapshot(before, snapshot(model2, optimizer2, schedule2))
+
+
+def test_generators_other_than_pcg64_are_refused_when_saving(tmp_path):
+    config, model, optimizer, schedule = make_run()
+    model[3].rng = np.random.Generator(np.random.MT19937(0))
+    with pytest.raises(ValueError, match="MT19937"):
+        write_run(tmp_path / "c.npz", config, model, optimizer, schedule)
