@@ -29,12 +29,15 @@ class UsageError(Exception):
 
 
 def _parser():
-    parser = argparse.ArgumentParser(prog="fastnn", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="fastnn", description="Train, evaluate and plot MNIST models written "
+                                                                "from scratch in NumPy and Numba.")
     commands = parser.add_subparsers(dest="command", required=True)
 
     run = commands.add_parser("train", help="train a model on MNIST",
                               description="Train a model on MNIST. Options left out take the model's default "
-                                          f"recipe: {training.MODEL_DEFAULTS}.")
+                                          "recipe (batch size 64, seed 0): " + "; ".join(
+                                              f"{model}: " + ", ".join(f"{k} {v}" for k, v in recipe.items())
+                                              for model, recipe in training.MODEL_DEFAULTS.items()) + ".")
     run.add_argument("--model", choices=tuple(training.MODEL_DEFAULTS), help="required unless --resume")
     run.add_argument("--hidden", type=int, nargs="+", metavar="WIDTH", help="mlp hidden widths (default 512)")
     run.add_argument("--batchnorm", action="store_true", default=None, help="mlp: BatchNorm1d after each hidden Linear")

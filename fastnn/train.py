@@ -12,7 +12,8 @@ middle of the epoch, and raises ``TrainingInterrupted``. Resuming from such a ch
 the epoch's batch order (the loader's Generator is saved as it was when the epoch began) and
 skips the batches already done, so an interrupted and resumed run ends bit-identical to an
 uninterrupted one. A loss that is NaN or infinite raises ``TrainingDiverged`` before the
-optimizer takes the step; no checkpoint is written after it, so the last one on disk is good.
+optimizer takes the step, and so do weights that are not finite when a checkpoint is due; no
+checkpoint is written after that, so the last one on disk is good.
 """
 import csv
 import dataclasses
@@ -41,12 +42,15 @@ POSTFIX_EVERY = 20  # batches between updates of the progress bar's loss/accurac
 
 
 class TrainingDiverged(RuntimeError):
-    """The training loss became NaN or infinite (``epoch`` and ``step`` count from 1)."""
+    """The training loss, or a parameter, became NaN or infinite at ``step`` (batches done, from 1;
+    0: at the end) of epoch ``epoch`` (from 1). ``reason`` says what; ``checkpoint`` is the last
+    good checkpoint on disk, if any."""
 
-    def __init__(self, epoch, step, loss, checkpoint=None):
-        self.epoch, self.step, self.loss, self.checkpoint = epoch, step, loss, checkpoint
+    def __init__(self, epoch, step, reason, checkpoint=None):
+        self.epoch, self.step, self.reason, self.checkpoint = epoch, step, reason, checkpoint
+        where = f"at epoch {epoch}, step {step}" if step else f"at the end of epoch {epoch}"
         kept = f"; the last good checkpoint is {checkpoint}" if checkpoint else ""
-        super().__init__(f"training diverged: the loss is {loss} at epoch {epoch}, step {step}{kept}")
+        super().__init__(f"training diverged: {reason} {where}{kept}")
 
 
 class TrainingInterrupted(Exception):
@@ -103,7 +107,7 @@ def train_epoch(model, loader, criterion, optimizer, *, progress=True, desc="tra
             loss = criterion(output, y)
             value = float(loss)
             if not math.isfinite(value):
-                raise TrainingDiverged(epoch, step, value)
+                raise TrainingDiverged(epoch, step, f"the loss is {value}")
             optimizer.zero_grad()
             model.backward(loss.backward())
             optimizer.step()
@@ -180,6 +184,11 @@ class Trainer:
     def last_path(self):
         return self.out_dir / "last.npz" if self.out_dir is not None else None
 
+    def _position(self):
+        """(epoch, step) as exceptions report them: the epoch under way and its batches done,
+        or, between epochs, the last complete epoch and step 0."""
+        return self.epoch + (self.step > 0), self.step
+
     def request_stop(self):
         """Stop at the end of the current batch (what Ctrl-C does during ``fit``)."""
         self._stop_requested = True
@@ -187,7 +196,14 @@ class Trainer:
     # -- checkpoints --
 
     def save(self, path):
-        """Write the whole training state to ``path`` (atomically)."""
+        """Write the whole training state to ``path`` (atomically).
+
+        Raises TrainingDiverged, writing nothing, if a parameter is not finite (a step can
+        overflow the weights while its loss was still finite).
+        """
+        broken = [name for name, p in self.model.named_parameters() if not np.isfinite(p.data).all()]
+        if broken:
+            raise TrainingDiverged(*self._position(), f"parameters {', '.join(broken)} are not finite")
         progress = {"epoch": self.epoch, "step": self.step, "totals": dataclasses.asdict(self.totals),
                     "best_accuracy": self.best_accuracy, "history": self.history}
         ckpt.write(path, self.model, self.optimizer, self.schedule, config=self.config, progress=progress,
@@ -248,17 +264,18 @@ class Trainer:
         if on_main_thread:
             signal.signal(signal.SIGINT, on_sigint)
         try:
-            while self.epoch < epochs:
-                self._run_epoch()
-                if self._stop_requested:
-                    raise _Stop
-        except _Stop:
-            if self.out_dir is not None:
-                self.save(self.last_path)
-            raise TrainingInterrupted(self.epoch + (self.step > 0), self.step, self.last_path) from None
+            try:
+                while self.epoch < epochs:
+                    self._run_epoch()
+                    if self._stop_requested:
+                        raise _Stop
+            except _Stop:
+                if self.out_dir is not None:
+                    self.save(self.last_path)
+                raise TrainingInterrupted(*self._position(), self.last_path) from None
         except TrainingDiverged as error:
             kept = self.last_path if self.last_path is not None and self.last_path.exists() else None
-            raise TrainingDiverged(error.epoch, error.step, error.loss, kept) from None
+            raise TrainingDiverged(error.epoch, error.step, error.reason, kept) from None
         finally:
             if on_main_thread:
                 signal.signal(signal.SIGINT, previous)

@@ -1,6 +1,7 @@
 """Faults a long training run meets, each with the protection that handles it:
 
 - the loss turns NaN/inf            -> TrainingDiverged naming epoch and step; last checkpoint kept
+- a step overflows the weights      -> TrainingDiverged when a checkpoint is due; none written
 - the process is killed (SIGKILL)   -> the last checkpoint on disk is always whole (atomic writes)
 - the output folder already exists  -> refused, nothing in it touched
 - last.npz truncated or foreign     -> resume refused with an error naming the file
@@ -227,3 +228,22 @@ def test_ctrl_c_on_the_command_line_saves_and_says_how_to_resume(tmp_path):
     assert done >= 1 and len(json.loads((run_dir / "metrics.json").read_text())) == done
     assert main(["train", "--resume", str(run_dir), "--epochs", str(done + 1)]) == 0
     assert len(json.loads((run_dir / "metrics.json").read_text())) == done + 1
+
+
+def test_weights_that_overflow_while_the_loss_is_finite_are_never_saved(tmp_path, mnist):
+    """The last step of epoch 2 leaves an infinite weight (its loss was finite): the checkpoint
+    due at the end of that epoch is refused, and the one of epoch 1 stays."""
+    trainer = small_trainer(mnist, tmp_path, lambda epoch, step, x: x)
+    step, calls = trainer.optimizer.step, []
+
+    def overflowing_step():
+        step()
+        calls.append(1)
+        if len(calls) == 2 * len(trainer.train_loader):
+            trainer.model[1].weight.data[0, 0] = np.inf
+
+    trainer.optimizer.step = overflowing_step
+    with pytest.raises(TrainingDiverged, match=f"1.weight are not finite at the end of epoch 2; the last good "
+                                               f"checkpoint is {tmp_path / 'last.npz'}"):
+        trainer.fit(3)
+    assert ckpt.read(tmp_path / "last.npz").progress["epoch"] == 1
