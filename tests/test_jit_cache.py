@@ -10,10 +10,6 @@ import os
 import subprocess
 import sys
 
-import pytest
-
-pytest.importorskip("numba")
-
 WARM_UP_AND_REPORT = """
 import json
 import numpy as np
