@@ -117,7 +117,8 @@ def atomic_write(path, write_to):
 def _json(arrays, key, path):
     array = arrays[key]
     if array.shape != () or array.dtype.kind != "U":
-        raise CheckpointError(f"{path}: {key!r} must be a JSON string, got a {array.dtype} array of shape {array.shape}")
+        raise CheckpointError(f"{path}: {key!r} must be a JSON string, "
+                              f"got a {array.dtype} array of shape {array.shape}")
     try:
         value = json.loads(str(array))
     except json.JSONDecodeError as error:
@@ -133,7 +134,8 @@ def _check_rng_state(state, what, path):
         bit_generator = _BIT_GENERATORS[state["bit_generator"]]()
         bit_generator.state = state
     except (KeyError, TypeError, ValueError) as error:
-        raise CheckpointError(f"{path}: the saved state of the random generator {what} is invalid ({error!r})") from None
+        raise CheckpointError(f"{path}: the saved state of the random generator {what} is invalid "
+                              f"({error!r})") from None
 
 
 def read(path):
@@ -182,7 +184,8 @@ def _check_fits(stored, current, what, path):
     missing = sorted(set(current) - set(stored))
     unexpected = sorted(set(stored) - set(current))
     if missing or unexpected:
-        raise CheckpointError(f"{path}: the saved {what} state does not fit: missing {missing}, unexpected {unexpected}")
+        raise CheckpointError(f"{path}: the saved {what} state does not fit: "
+                              f"missing {missing}, unexpected {unexpected}")
     for key, value in current.items():
         value = np.asarray(value)
         if stored[key].shape != value.shape or stored[key].dtype != value.dtype:

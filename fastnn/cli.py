@@ -141,7 +141,9 @@ def main(argv=None):
     command = {"train": _train, "evaluate": _evaluate, "plot": _plot}[args.command]
     try:
         return command(args)
-    except (UsageError, CheckpointError, ValueError, OSError, RuntimeError) as error:  # RuntimeError: diverged, download
+    # Errors the user can act on. RuntimeError: TrainingDiverged, a failed MNIST download;
+    # ImportError: matplotlib missing for plot.
+    except (UsageError, CheckpointError, ValueError, OSError, RuntimeError, ImportError) as error:
         print(f"fastnn {args.command}: error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -37,11 +37,12 @@ def test_train_writes_config_metrics_and_checkpoints(finished_run):
 
 
 def test_train_prints_a_table_line_per_epoch(tmp_path, capsys):
-    assert main(["train", "--model", "mlp", "--hidden", "16", "--epochs", "2", "--out", str(tmp_path / "r"), *TINY]) == 0
+    out = tmp_path / "r"
+    assert main(["train", "--model", "mlp", "--hidden", "16", "--epochs", "2", "--out", str(out), *TINY]) == 0
     lines = capsys.readouterr().out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.split()[:3] == ["epoch", "train", "loss"])
     rows = [line.split() for line in lines[header + 1: header + 3]]
-    history = json.loads((tmp_path / "r" / "metrics.json").read_text())
+    history = json.loads((out / "metrics.json").read_text())
     for row, record in zip(rows, history):
         assert int(row[0]) == record["epoch"]
         assert float(row[1]) == pytest.approx(record["train_loss"], abs=1e-4)
