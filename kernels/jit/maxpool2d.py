@@ -48,15 +48,14 @@ def _forward(x, size, stride, OH, OW):
                     y_row[j], arg_row[j] = best, where
             else:
                 for j in range(OW):
-                    y_row[j], arg_row[j] = plane[h0, j * stride], h0 * W + j * stride
-                for h in range(h0, h0 + size):
-                    line = plane[h]
-                    for w in range(size):
-                        for j in range(OW):
-                            v = line[j * stride + w]
-                            t = _wins(v, y_row[j])
-                            y_row[j] = v if t else y_row[j]
-                            arg_row[j] = h * W + j * stride + w if t else arg_row[j]
+                    w0 = j * stride
+                    best, where = plane[h0, w0], h0 * W + w0
+                    for h in range(h0, h0 + size):
+                        for w in range(w0, w0 + size):
+                            v = plane[h, w]
+                            t = _wins(v, best)
+                            best, where = (v, h * W + w) if t else (best, where)
+                    y_row[j], arg_row[j] = best, where
     return y.reshape(N, C, OH, OW), argmax.reshape(N, C, OH, OW)
 
 
