@@ -1,14 +1,23 @@
 """Conv2d in Numba: a direct convolution built from long, contiguous, vectorised loops.
 
+When it pays. The direct method wins on thin layers, where im2col + BLAS spends its time
+copying columns for a small product: seed_cnn's and lenet's first convolutions (C = 1) run
+about twice as fast as the ``vectorized`` backend, lenet's second one (32 -> 64 channels,
+14 x 14) about as fast. It needs stride 1; any other stride is handed to ``vectorized``'s
+im2col + BLAS (by the direct method on the stride-1 grid, stride 2 was 5x slower), and the
+cache remembers which one ran. Where BLAS would still win at stride 1: kernels narrower than
+3 (the micro-kernel takes three kernel columns at a time; 1 x 1 with 16 -> 32 channels was 4x
+slower) and small planes with many channels (7 x 7, 64 -> 128: 2x slower). No model here has
+those.
+
 Shifted copies. For each image the padded input is first copied into ``KW`` shifted copies
 whose rows are exactly as wide as the output (an im2col along the kernel's width only):
 
-    shifted[c, kw, r, j] = x_padded[c, r, j * stride + kw]
+    shifted[c, kw, r, j] = x_padded[c, r, j + kw]
 
-With stride 1, output (i, j) of tap (kh, kw) reads ``shifted[c, kw, i + kh, j]``: over the flat
-output index ``q = i * OW + j`` every tap is one contiguous run of ``shifted[c, kw]`` starting
-at row ``kh``, so one loop over ``q`` updates a whole output plane in place. (With stride > 1
-the same loop runs once per output row.)
+so output (i, j) of tap (kh, kw) reads ``shifted[c, kw, i + kh, j]``: over the flat output
+index ``q = i * OW + j`` every tap is one contiguous run of ``shifted[c, kw]`` starting at row
+``kh``, and one loop over ``q`` updates a whole output plane in place.
 
 Micro-kernel. The loops do three outputs from three inputs at a time (``_madd3``: 9
 multiply-adds for 3 loads and 3 load-stores per element): forward, three filters from the
@@ -23,8 +32,7 @@ per image:
   ``d_shifted[c, kw, r, j] = sum over f, kh of w[f, c, kh, kw] * dy[f, r - kh, j]`` (the
   transpose of the forward loop; three kw outputs from three kh inputs at a time), then
   ``dx[c, h, w] = sum over kw of d_shifted[c, kw, h + pad, w + pad - kw]`` (the transpose of
-  the shifted copies). For stride > 1 this runs on the stride-1 grid, with ``dy`` spread out
-  and zeros in between (``stride**2`` more work; no model here uses a stride above 1).
+  the shifted copies).
 Images are split into one chunk per thread; each chunk has its own scratch buffers and sums
 dw and db into its own partial buffer; the partials are added serially at the end.
 
@@ -35,6 +43,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _common
+from ..vectorized import conv2d as vectorized_conv2d
 from ._config import FASTMATH, prange_only
 
 
@@ -73,8 +82,8 @@ def _add_run(dst, src, n):
 
 
 @njit(cache=True)
-def _shift_copies(src, top, left, stride, shifted):
-    """shifted[c, kw, r, j] = src[c, r - top, j * stride + kw - left], zero outside src.
+def _shift_copies(src, top, left, shifted):
+    """shifted[c, kw, r, j] = src[c, r - top, j + kw - left], zero outside src.
 
     src (C, H, W); shifted (C, KW, R, OW).
     """
@@ -82,9 +91,9 @@ def _shift_copies(src, top, left, stride, shifted):
     KW, R, OW = shifted.shape[1], shifted.shape[2], shifted.shape[3]
     for c in range(C):
         for kw in range(KW):
-            # Output columns j0 <= j < j1 read inside src: 0 <= j * stride + kw - left < W.
-            j0 = min(OW, max(0, -((kw - left) // stride)))
-            j1 = max(j0, min(OW, (W - 1 + left - kw) // stride + 1))
+            # Output columns j0 <= j < j1 read inside src: 0 <= j + kw - left < W.
+            j0 = min(OW, max(0, left - kw))
+            j1 = max(j0, min(OW, W + left - kw))
             for r in range(R):
                 row = shifted[c, kw, r]
                 h = r - top
@@ -95,18 +104,13 @@ def _shift_copies(src, top, left, stride, shifted):
                     row[j] = 0
                 for j in range(j1, OW):
                     row[j] = 0
-                line = src[c, h]
-                if stride == 1:
-                    _copy_run(row[j0:], line[j0 + kw - left:], j1 - j0)
-                else:
-                    for j in range(j0, j1):
-                        row[j] = line[j * stride + kw - left]
+                _copy_run(row[j0:], src[c, h, j0 + kw - left:], j1 - j0)
 
 
 @njit(cache=True)
 def _unshift_add(d_shifted, top, left, dsrc):
     """dsrc[c, h, w] = sum over kw of d_shifted[c, kw, h + top, w + left - kw] (entries inside
-    d_shifted only): the transpose of ``_shift_copies`` with stride 1.
+    d_shifted only): the transpose of ``_shift_copies``.
 
     d_shifted (C, KW, R, OW); dsrc (C, H, W).
     """
@@ -127,48 +131,45 @@ def _unshift_add(d_shifted, top, left, dsrc):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _correlate(shifted, w, b, stride, out):
-    """out[f, i, j] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * shifted[c, kw, i * stride + kh, j].
+def _correlate(shifted, w, b, out):
+    """out[f, i, j] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * shifted[c, kw, i + kh, j].
 
-    shifted (C, KW, R, OW) from ``_shift_copies``; w (F, C, KH, KW); b (F,); out (F, OH, OW).
+    shifted (C, KW, OH + KH - 1, OW) from ``_shift_copies``; w (F, C, KH, KW); b (F,);
+    out (F, OH, OW).
     """
     F, C, KH, KW = w.shape
-    OH, OW = out.shape[1], out.shape[2]
+    n = out.shape[1] * out.shape[2]
+    OW = out.shape[2]
     flat = shifted.reshape(C, KW, shifted.shape[2] * OW)
-    planes = out.reshape(F, OH * OW)
-    # Stride 1: the whole plane is one run of OH * OW values. Otherwise one run per output row.
-    rows = OH if stride == 1 else 1
-    n = rows * OW
+    planes = out.reshape(F, n)
     zero = w.dtype.type(0)
     no_input = np.zeros(n, out.dtype)
     spare = np.empty((2, n), out.dtype)
     ws = np.empty((3, 3), w.dtype)
     for f in range(0, F, 3):
-        for i in range(0, OH, rows):
-            o0 = planes[f, i * OW:i * OW + n]
-            o1 = planes[f + 1, i * OW:i * OW + n] if f + 1 < F else spare[0]
-            o2 = planes[f + 2, i * OW:i * OW + n] if f + 2 < F else spare[1]
-            o0[:] = b[f]
-            o1[:] = b[f + 1] if f + 1 < F else zero
-            o2[:] = b[f + 2] if f + 2 < F else zero
-            for c in range(C):
-                for kh in range(KH):
-                    top = (i * stride + kh) * OW
-                    for kw in range(0, KW, 3):
-                        i0 = flat[c, kw, top:]
-                        i1 = flat[c, kw + 1, top:] if kw + 1 < KW else no_input
-                        i2 = flat[c, kw + 2, top:] if kw + 2 < KW else no_input
-                        for a in range(3):
-                            for t in range(3):
-                                ws[a, t] = w[f + a, c, kh, kw + t] if f + a < F and kw + t < KW else zero
-                        _madd3(o0, o1, o2, i0, i1, i2, ws[0, 0], ws[0, 1], ws[0, 2],
-                               ws[1, 0], ws[1, 1], ws[1, 2], ws[2, 0], ws[2, 1], ws[2, 2])
+        o0 = planes[f]
+        o1 = planes[f + 1] if f + 1 < F else spare[0]
+        o2 = planes[f + 2] if f + 2 < F else spare[1]
+        o0[:] = b[f]
+        o1[:] = b[f + 1] if f + 1 < F else zero
+        o2[:] = b[f + 2] if f + 2 < F else zero
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(0, KW, 3):
+                    i0 = flat[c, kw, kh * OW:]
+                    i1 = flat[c, kw + 1, kh * OW:] if kw + 1 < KW else no_input
+                    i2 = flat[c, kw + 2, kh * OW:] if kw + 2 < KW else no_input
+                    for a in range(3):
+                        for t in range(3):
+                            ws[a, t] = w[f + a, c, kh, kw + t] if f + a < F and kw + t < KW else zero
+                    _madd3(o0, o1, o2, i0, i1, i2, ws[0, 0], ws[0, 1], ws[0, 2],
+                           ws[1, 0], ws[1, 1], ws[1, 2], ws[2, 0], ws[2, 1], ws[2, 2])
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _correlate_transpose(dy_padded, w, d_shifted):
     """d_shifted[c, kw, r, j] = sum over f, kh of w[f, c, kh, kw] * dy[f, r - kh, j]: the transpose
-    of ``_correlate`` with stride 1.
+    of ``_correlate``.
 
     dy_padded (F, (OH + 2 * (KH - 1)) * OW): each dy[f] flat, with KH - 1 rows of zeros before
     and after; w (F, C, KH, KW); d_shifted (C, KW, OH + KH - 1, OW).
@@ -203,45 +204,40 @@ def _correlate_transpose(dy_padded, w, d_shifted):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _add_weight_grad(dy, shifted, stride, dw):
-    """dw[f, c, kh, kw] += sum over i, j of dy[f, i, j] * shifted[c, kw, i * stride + kh, j].
+def _add_weight_grad(dy, shifted, dw):
+    """dw[f, c, kh, kw] += sum over i, j of dy[f, i, j] * shifted[c, kw, i + kh, j].
 
-    dy (F, OH, OW); shifted (C, KW, R, OW) from ``_shift_copies``; dw (F, C, KH, KW).
+    dy (F, OH, OW); shifted (C, KW, OH + KH - 1, OW) from ``_shift_copies``; dw (F, C, KH, KW).
     Three filters by three kw at a time; a missing filter or kw repeats the last real one and
     its sums are dropped.
     """
     F, C, KH, KW = dw.shape
-    OH, OW = dy.shape[1], dy.shape[2]
-    g = dy.reshape(F, OH * OW)
+    OW = dy.shape[2]
+    n = dy.shape[1] * OW
+    g = dy.reshape(F, n)
     flat = shifted.reshape(C, KW, shifted.shape[2] * OW)
-    rows = OH if stride == 1 else 1  # as in _correlate
-    n = rows * OW
     zero = dy.dtype.type(0)  # accumulate in the array's own precision
     for f in range(0, F, 3):
+        g0, g1, g2 = g[f], g[min(f + 1, F - 1)], g[min(f + 2, F - 1)]
         for c in range(C):
             for kh in range(KH):
                 for kw in range(0, KW, 3):
+                    r0 = flat[c, kw, kh * OW:]
+                    r1 = flat[c, min(kw + 1, KW - 1), kh * OW:]
+                    r2 = flat[c, min(kw + 2, KW - 1), kh * OW:]
                     s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = zero
-                    for i in range(0, OH, rows):
-                        g0 = g[f, i * OW:]
-                        g1 = g[min(f + 1, F - 1), i * OW:]
-                        g2 = g[min(f + 2, F - 1), i * OW:]
-                        top = (i * stride + kh) * OW
-                        r0 = flat[c, kw, top:]
-                        r1 = flat[c, min(kw + 1, KW - 1), top:]
-                        r2 = flat[c, min(kw + 2, KW - 1), top:]
-                        for q in range(n):
-                            a0, a1, a2 = g0[q], g1[q], g2[q]
-                            u, v, s = r0[q], r1[q], r2[q]
-                            s00 += a0 * u
-                            s01 += a0 * v
-                            s02 += a0 * s
-                            s10 += a1 * u
-                            s11 += a1 * v
-                            s12 += a1 * s
-                            s20 += a2 * u
-                            s21 += a2 * v
-                            s22 += a2 * s
+                    for q in range(n):
+                        a0, a1, a2 = g0[q], g1[q], g2[q]
+                        u, v, s = r0[q], r1[q], r2[q]
+                        s00 += a0 * u
+                        s01 += a0 * v
+                        s02 += a0 * s
+                        s10 += a1 * u
+                        s11 += a1 * v
+                        s12 += a1 * s
+                        s20 += a2 * u
+                        s21 += a2 * v
+                        s22 += a2 * s
                     sums = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22))
                     for a in range(min(3, F - f)):
                         for t in range(min(3, KW - kw)):
@@ -249,47 +245,47 @@ def _add_weight_grad(dy, shifted, stride, dw):
 
 
 @njit(parallel=prange_only(), cache=True)
-def _forward(x, w, b, stride, pad, OH, OW, chunks):
-    """y (N, F, OH, OW) and the shifted copies of every image (N, C, KW, R, OW)."""
-    N, C = x.shape[0], x.shape[1]
+def _forward(x, w, b, pad, chunks):
+    """y (N, F, OH, OW) and the shifted copies of every image (N, C, KW, H + 2*pad, OW)."""
+    N, C, H, W = x.shape
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
+    OH, OW = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
     y = np.empty((N, F, OH, OW), x.dtype)
-    shifted = np.empty((N, C, KW, (OH - 1) * stride + KH, OW), x.dtype)
+    shifted = np.empty((N, C, KW, H + 2 * pad, OW), x.dtype)
     for k in prange(chunks):
         for n in range(k * N // chunks, (k + 1) * N // chunks):
-            _shift_copies(x[n], pad, pad, stride, shifted[n])
-            _correlate(shifted[n], w, b, stride, y[n])
+            _shift_copies(x[n], pad, pad, shifted[n])
+            _correlate(shifted[n], w, b, y[n])
     return y, shifted
 
 
 @njit(parallel=prange_only(), cache=True, fastmath=FASTMATH)
-def _backward(dy, dy1, shifted, w, stride, pad, H, W, chunks):
-    """dx (N, C, H, W), dw, db from dy (N, F, OH, OW), the same gradient on the stride-1 grid dy1
-    (N, F, H+2*pad-KH+1, W+2*pad-KW+1) (dy itself for stride 1), and the forward's shifted copies."""
+def _backward(dy, shifted, w, pad, H, W, chunks):
+    """dx (N, C, H, W), dw (F, C, KH, KW), db (F,) from dy (N, F, OH, OW) and the forward's
+    shifted copies."""
     N, F, OH, OW = dy.shape
-    OH1, OW1 = dy1.shape[2], dy1.shape[3]
     C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
     dtype = w.dtype
     zero = dtype.type(0)
-    n1 = OH1 * OW1
+    n = OH * OW
     dx = np.empty((N, C, H, W), dtype)
     dw_parts = np.zeros((chunks, F, C, KH, KW), dtype)
     db_parts = np.zeros((chunks, F), dtype)
     for k in prange(chunks):
-        d_shifted = np.empty((C, KW, OH1 + KH - 1, OW1), dtype)
-        dy_padded = np.zeros((F, n1 + 2 * (KH - 1) * OW1), dtype)
+        d_shifted = np.empty((C, KW, OH + KH - 1, OW), dtype)
+        dy_padded = np.zeros((F, n + 2 * (KH - 1) * OW), dtype)
         for i in range(k * N // chunks, (k + 1) * N // chunks):
-            g = dy1[i].reshape(F, n1)
+            g = dy[i].reshape(F, n)
             for f in range(F):
-                # Copy dy into the middle of dy_padded and sum it for db (dy1 only adds zeros).
-                middle = dy_padded[f, (KH - 1) * OW1:]
+                # Copy dy into the middle of dy_padded, and sum it for db.
+                middle = dy_padded[f, (KH - 1) * OW:]
                 s = zero
-                for q in range(n1):
+                for q in range(n):
                     v = g[f, q]
                     middle[q] = v
                     s += v
                 db_parts[k, f] += s
-            _add_weight_grad(dy[i], shifted[i], stride, dw_parts[k])
+            _add_weight_grad(dy[i], shifted[i], dw_parts[k])
             _correlate_transpose(dy_padded, w, d_shifted)
             _unshift_add(d_shifted, pad, pad, dx[i])
     dw = dw_parts[0].copy()
@@ -310,24 +306,24 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
 
     x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, OH, OW), cache.
     """
-    OH, OW = _common.check_conv2d(x, w, b, stride, pad)
-    stride, pad = int(stride), int(pad)
+    _common.check_conv2d(x, w, b, stride, pad)
+    if stride != 1:  # the direct method needs stride 1: hand over to im2col + BLAS
+        y, cache = vectorized_conv2d.conv2d_forward(x, w, b, stride, pad)
+        return y, (vectorized_conv2d, cache)
     x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
-    y, shifted = _forward(x, w, b, stride, pad, OH, OW, _chunks(x.shape[0]))
-    return y, (x.shape, shifted, w, stride, pad)
+    y, shifted = _forward(x, w, b, int(pad), _chunks(x.shape[0]))
+    return y, (None, (x.shape, shifted, w, int(pad)))
 
 
 def conv2d_backward(dy, cache):
     """dy (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
-    (N, C, H, W), shifted, w, stride, pad = cache
+    delegate, state = cache
+    if delegate is not None:
+        return delegate.conv2d_backward(dy, state)
+    (N, C, H, W), shifted, w, pad = state
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
-    OH, OW = _common.output_size(H, KH, stride, pad), _common.output_size(W, KW, stride, pad)
-    if dy.shape != (N, F, OH, OW):
-        raise ValueError(f"dy must have shape {(N, F, OH, OW)}, got {dy.shape}")
+    expected = (N, F, _common.output_size(H, KH, 1, pad), _common.output_size(W, KW, 1, pad))
+    if dy.shape != expected:
+        raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    dy1 = dy
-    if stride > 1:
-        # dx is computed on the stride-1 grid: dy spread out with zeros in between.
-        dy1 = np.zeros((N, F, H + 2 * pad - KH + 1, W + 2 * pad - KW + 1), w.dtype)
-        dy1[:, :, ::stride, ::stride] = dy
-    return _backward(dy, dy1, shifted, w, stride, pad, H, W, _chunks(N))
+    return _backward(dy, shifted, w, pad, H, W, _chunks(N))
