@@ -416,7 +416,7 @@ class Config:
 MODEL_DEFAULTS = {
     "mlp": {"epochs": 10, "optimizer": "momentum", "lr": 0.05, "schedule": "cosine"},
     "seed_cnn": {"epochs": 3, "optimizer": "adam", "lr": 2e-3, "schedule": "cosine"},
-    "lenet": {"epochs": 5, "optimizer": "momentum", "lr": 0.02, "schedule": "cosine"},
+    "lenet": {"epochs": 5, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine"},
 }
 
 

@@ -13,7 +13,7 @@ MODELS = {
     "mlp": ("mlp", {}, 3000, 0.8),
     "mlp+bn+dropout": ("mlp", {"batchnorm": True, "dropout": 0.5}, 3000, 0.8),
     "seed_cnn": ("seed_cnn", {}, 3000, 0.75),
-    "lenet": ("lenet", {"batch_size": 32}, 1000, 0.6),
+    "lenet": ("lenet", {"batch_size": 32}, 1000, 0.7),
 }
 TEST_IMAGES = 500
 
