@@ -161,7 +161,8 @@ class Trainer:
     and accuracy (fractions), training seconds, training images per second, and the lr used).
     With ``out_dir``, checkpoints and metrics are written there (see the module docstring), and
     ``checkpoint_every`` > 0 also writes ``last.npz`` every that many batches. ``config`` (a
-    JSON-serialisable dict) is stored in the checkpoints.
+    JSON-serialisable dict) is stored in the checkpoints. ``train_loader`` is a
+    ``fastnn.data.DataLoader`` (or anything with ``len``, iteration and its Generator ``.rng``).
     """
 
     def __init__(self, model, optimizer, train_loader, test_loader, *, criterion=None, schedule=None,
