@@ -4,7 +4,9 @@ The forward pass records, for every window, the flat position (within its plane)
 first maximum in row-major order; a NaN counts as larger than any number, so a window holding
 a NaN yields NaN and sends its gradient to its first NaN. The backward pass zeroes each plane of
 dx and adds every window's gradient at its recorded position, so overlapping windows accumulate.
-Planes are disjoint, so threads never write to the same element.
+Planes are disjoint, so threads never write to the same element. The comparisons are written
+without branches (a branch on random data is mispredicted half the time), and the common
+2 x 2 window with stride 2 is unrolled.
 """
 import numpy as np
 from numba import njit, prange
