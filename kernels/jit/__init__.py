@@ -2,7 +2,7 @@
 
 Every other op is served by the ``vectorized`` backend (see ``fastnn.kernels.provider``).
 Nothing compiles at import. Each kernel compiles at its first call for the dtype it is given
-(float32 and float64 are separate compilations) and is cached on disk (``cache=True``; the
+(float32 and float64 are separate compilations) and is cached on disk (``_config.CACHE``; the
 directory follows ``NUMBA_CACHE_DIR``), so later processes load it instead of compiling.
 ``warm_up`` compiles or loads every kernel for one dtype ahead of time.
 

@@ -44,10 +44,10 @@ from numba import njit, prange
 
 from .. import _common
 from ..vectorized import conv2d as vectorized_conv2d
-from ._config import FASTMATH, prange_only
+from ._config import CACHE, FASTMATH, prange_only
 
 
-@njit(cache=True, fastmath=FASTMATH, inline="always")
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
 def _madd3(o0, o1, o2, i0, i1, i2, w00, w01, w02, w10, w11, w12, w20, w21, w22):
     """o_a[q] += w_a0 * i0[q] + w_a1 * i1[q] + w_a2 * i2[q] for a = 0, 1, 2 and every q of o0."""
     for q in range(o0.shape[0]):
@@ -57,7 +57,7 @@ def _madd3(o0, o1, o2, i0, i1, i2, w00, w01, w02, w10, w11, w12, w20, w21, w22):
         o2[q] += w20 * u + w21 * v + w22 * s
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _copy_run(dst, src, n):
     """dst[:n] = src[:n], eight at a time: rows are short, and LLVM vectorises fixed blocks well."""
     j = 0
@@ -69,7 +69,7 @@ def _copy_run(dst, src, n):
         dst[t] = src[t]
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _add_run(dst, src, n):
     """dst[:n] += src[:n], eight at a time."""
     j = 0
@@ -81,7 +81,7 @@ def _add_run(dst, src, n):
         dst[t] += src[t]
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _shift_copies(src, top, left, shifted):
     """shifted[c, kw, r, j] = src[c, r - top, j + kw - left], zero outside src.
 
@@ -107,7 +107,7 @@ def _shift_copies(src, top, left, shifted):
                 _copy_run(row[j0:], src[c, h, j0 + kw - left:], j1 - j0)
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _unshift_add(d_shifted, top, left, dsrc):
     """dsrc[c, h, w] = sum over kw of d_shifted[c, kw, h + top, w + left - kw] (entries inside
     d_shifted only): the transpose of ``_shift_copies``.
@@ -130,7 +130,7 @@ def _unshift_add(d_shifted, top, left, dsrc):
                 _add_run(line[w0:], d_shifted[c, kw, r, w0 + left - kw:], w1 - w0)
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=CACHE, fastmath=FASTMATH)
 def _correlate(shifted, w, b, out):
     """out[f, i, j] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * shifted[c, kw, i + kh, j].
 
@@ -166,7 +166,7 @@ def _correlate(shifted, w, b, out):
                            ws[1, 0], ws[1, 1], ws[1, 2], ws[2, 0], ws[2, 1], ws[2, 2])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=CACHE, fastmath=FASTMATH)
 def _correlate_transpose(dy_padded, w, d_shifted):
     """d_shifted[c, kw, r, j] = sum over f, kh of w[f, c, kh, kw] * dy[f, r - kh, j]: the transpose
     of ``_correlate``.
@@ -203,7 +203,7 @@ def _correlate_transpose(dy_padded, w, d_shifted):
                            ws[1, 0], ws[1, 1], ws[1, 2], ws[2, 0], ws[2, 1], ws[2, 2])
 
 
-@njit(cache=True, fastmath=FASTMATH)
+@njit(cache=CACHE, fastmath=FASTMATH)
 def _add_weight_grad(dy, shifted, dw):
     """dw[f, c, kh, kw] += sum over i, j of dy[f, i, j] * shifted[c, kw, i + kh, j].
 
@@ -244,7 +244,7 @@ def _add_weight_grad(dy, shifted, dw):
                             dw[f + a, c, kh, kw + t] += sums[a][t]
 
 
-@njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only(), cache=CACHE)
 def _forward(x, w, b, pad, chunks):
     """y (N, F, OH, OW) and the shifted copies of every image (N, C, KW, H + 2*pad, OW)."""
     N, C, H, W = x.shape
@@ -259,7 +259,7 @@ def _forward(x, w, b, pad, chunks):
     return y, shifted
 
 
-@njit(parallel=prange_only(), cache=True, fastmath=FASTMATH)
+@njit(parallel=prange_only(), cache=CACHE, fastmath=FASTMATH)
 def _backward(dy, shifted, w, pad, H, W, chunks):
     """dx (N, C, H, W), dw (F, C, KH, KW), db (F,) from dy (N, F, OH, OW) and the forward's
     shifted copies."""

@@ -12,16 +12,16 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _common
-from ._config import prange_only
+from ._config import CACHE, prange_only
 
 
-@njit(cache=True, inline="always")
+@njit(cache=CACHE, inline="always")
 def _wins(v, best):
     """Whether v replaces the running maximum best: larger, or the first NaN (no branches)."""
     return (v > best) | ((v != v) & (best == best))
 
 
-@njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only(), cache=CACHE)
 def _forward(x, size, stride, OH, OW):
     """y (N, C, OH, OW) and argmax (N, C, OH, OW) int32: flat index h * W + w of each window's maximum."""
     N, C, H, W = x.shape
@@ -61,7 +61,7 @@ def _forward(x, size, stride, OH, OW):
     return y.reshape(N, C, OH, OW), argmax.reshape(N, C, OH, OW)
 
 
-@njit(parallel=prange_only(), cache=True)
+@njit(parallel=prange_only(), cache=CACHE)
 def _backward(dy, argmax, H, W):
     """dx (N, C, H, W): each window's gradient dy added at its argmax position."""
     N, C, OH, OW = dy.shape

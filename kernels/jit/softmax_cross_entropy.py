@@ -9,9 +9,10 @@ import numpy as np
 from numba import njit
 
 from .. import _common
+from ._config import CACHE
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _forward(logits, labels):
     """Mean loss (float64) and softmax probabilities (N, K) in the dtype of logits."""
     N, K = logits.shape
@@ -34,7 +35,7 @@ def _forward(logits, labels):
     return total / N, probs
 
 
-@njit(cache=True)
+@njit(cache=CACHE)
 def _backward(probs, labels, scale):
     """scale * (probs - onehot(labels)), scale = dloss / N."""
     N, K = probs.shape
