@@ -231,6 +231,9 @@ class Module:
         saved = self.__dict__.get("_forward_state")
         if saved is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        if saved[1] is _FUSED:
+            raise RuntimeError(f"{type(self).__name__} ran fused with its neighbours in a Sequential's "
+                               "forward; call that Sequential's backward")
         return saved
 
     def extra_repr(self):
@@ -266,14 +269,68 @@ class Sequential(Module):
         return iter(self.children())
 
     def forward(self, x):
-        for module in self._modules.values():
-            x = module(x)
+        """Each module in turn; a run ``Conv2d, [ReLU], MaxPool2d`` goes through the fused kernel
+        ``conv2d_maxpool2d`` in one call (see ``_ConvPool``)."""
+        self._steps = _fuse_conv_pool(self.children())
+        for step in self._steps:
+            x = step(x)
         return x
 
     def backward(self, dy):
-        for module in reversed(self._modules.values()):
-            dy = module.backward(dy)
+        steps = self.__dict__.get("_steps")
+        if steps is None:
+            raise RuntimeError("Sequential.backward called before forward")
+        for step in reversed(steps):
+            dy = step.backward(dy)
         return dy
+
+
+# The cache a layer keeps when a Sequential ran it inside a fused step: its gradient comes
+# through that step, from the Sequential's backward.
+_FUSED = "fused"
+
+
+class _ConvPool:
+    """A ``Conv2d``, optionally a ``ReLU``, then a ``MaxPool2d`` of a Sequential, computed by the
+    fused kernel ``conv2d_maxpool2d`` (same results as the three layers one after the other,
+    without the full-size convolution output, its ReLU and its pooling pass). The convolution's
+    gradients go to its Parameters as ``Conv2d.backward`` would send them."""
+
+    def __init__(self, conv, relu, pool):
+        self.conv, self.relu, self.pool = conv, relu, pool
+
+    def __call__(self, x):
+        conv, pool = self.conv, self.pool
+        self.kernels = ops(conv.backend)
+        y, self.cache = self.kernels.conv2d_maxpool2d_forward(
+            x, conv.weight.data, conv.bias.data, conv.stride, conv.padding, pool.kernel_size, pool.stride,
+            relu=self.relu is not None)
+        for layer in (conv, self.relu, pool):
+            if layer is not None:
+                layer._forward_state = (self.kernels, _FUSED)
+        return y
+
+    def backward(self, dy):
+        dx, dw, db = self.kernels.conv2d_maxpool2d_backward(dy, self.cache)
+        self.conv.weight.add_grad(dw)
+        self.conv.bias.add_grad(db)
+        return dx
+
+
+def _fuse_conv_pool(modules):
+    """``modules`` with every run Conv2d, [ReLU], MaxPool2d (exactly these classes, all of them
+    resolving to one backend) replaced by a ``_ConvPool``."""
+    steps, i = [], 0
+    while i < len(modules):
+        run = modules[i:i + 3] if i + 1 < len(modules) and type(modules[i + 1]) is ReLU else modules[i:i + 2]
+        if ([type(m) for m in run] in ([Conv2d, MaxPool2d], [Conv2d, ReLU, MaxPool2d])
+                and len({resolve(m.backend) for m in run}) == 1):
+            steps.append(_ConvPool(run[0], run[1] if len(run) == 3 else None, run[-1]))
+            i += len(run)
+        else:
+            steps.append(modules[i])
+            i += 1
+    return steps
 
 
 class Linear(Module):

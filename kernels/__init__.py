@@ -22,6 +22,7 @@ OPS = (
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "batchnorm_forward", "batchnorm_backward",
     "dropout_forward", "dropout_backward",
+    "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",   # fused: conv, [ReLU], max-pool
 )
 
 FALLBACK = {"jit": "vectorized"}

@@ -14,7 +14,8 @@ import numpy as np
 
 from fastnn.kernels._common import output_size
 
-OPS = ("linear", "conv2d", "maxpool2d", "relu", "softmax_cross_entropy", "batchnorm", "dropout")
+OPS = ("linear", "conv2d", "maxpool2d", "relu", "softmax_cross_entropy", "batchnorm", "dropout",
+       "conv2d_maxpool2d")
 
 # The inputs each op's backward differentiates, in the order it returns their gradients.
 GRADIENTS = {
@@ -25,6 +26,7 @@ GRADIENTS = {
     "softmax_cross_entropy": ("logits",),
     "batchnorm": ("x", "gamma", "beta"),
     "dropout": ("x",),
+    "conv2d_maxpool2d": ("x", "w", "b"),
 }
 
 
@@ -83,6 +85,22 @@ def relu_case(rng, dtype, small=False):
     return {"x": relayout(rng, (sign * magnitude).astype(dtype))}
 
 
+def conv2d_maxpool2d_case(rng, dtype, small=False):
+    """A conv2d case (mostly stride 1, the fused fast path), then a ReLU or not, then a pooling
+    window that fits the convolution's output. Conv outputs are sums of products of normal
+    values, so ties and values within rounding of 0 have probability ~0."""
+    inputs = conv2d_case(rng, dtype, small)
+    if rng.random() < 0.8:
+        inputs["stride"] = 1
+    N, _, H, W = inputs["x"].shape
+    _, _, KH, KW = inputs["w"].shape
+    OH = output_size(H, KH, inputs["stride"], inputs["pad"])
+    OW = output_size(W, KW, inputs["stride"], inputs["pad"])
+    size = int(rng.integers(1, min(OH, OW, 3) + 1))
+    pool_stride = None if rng.random() < 0.5 else int(rng.integers(1, 3))
+    return dict(inputs, size=size, pool_stride=pool_stride, relu=bool(rng.random() < 0.5))
+
+
 def softmax_cross_entropy_case(rng, dtype, small=False):
     N = rng.integers(1, 5 if small else 9)
     K = rng.integers(1, 6 if small else 11)
@@ -130,6 +148,7 @@ CASES = {
     "softmax_cross_entropy": softmax_cross_entropy_case,
     "batchnorm": batchnorm_case,
     "dropout": dropout_case,
+    "conv2d_maxpool2d": conv2d_maxpool2d_case,
 }
 
 
@@ -147,6 +166,11 @@ def output_shape(op, inputs):
         size = inputs["size"]
         stride = inputs["stride"] or size
         return (N, C, output_size(H, size, stride, 0), output_size(W, size, stride, 0))
+    if op == "conv2d_maxpool2d":
+        N, F, OH, OW = output_shape("conv2d", inputs)
+        size = inputs["size"]
+        stride = inputs["pool_stride"] or size
+        return (N, F, output_size(OH, size, stride, 0), output_size(OW, size, stride, 0))
     if op == "softmax_cross_entropy":
         return ()
     return inputs["x"].shape

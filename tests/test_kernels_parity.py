@@ -54,6 +54,8 @@ def accumulation_length(op, inputs):
         F, _, KH, KW = inputs["w"].shape
         _, _, OH, OW = kernel_cases.output_shape(op, inputs)
         return max(C * KH * KW, N * OH * OW, F * KH * KW)  # y; dw and db; dx
+    if op == "conv2d_maxpool2d":  # the convolution's sums, dx's summing up to size**2 pooled gradients
+        return accumulation_length("conv2d", inputs) * inputs["size"] ** 2
     if op == "maxpool2d":
         return inputs["size"] ** 2  # overlapping windows add up to size*size gradients
     if op == "softmax_cross_entropy":
@@ -111,6 +113,9 @@ def model_shaped_case(op, dtype):
 
     if op == "conv2d":  # lenet's second convolution: 32 -> 64 channels, 3x3, pad 1, on 14x14
         inputs = {"x": normal(2, 32, 14, 14), "w": normal(64, 32, 3, 3) / 17, "b": normal(64), "stride": 1, "pad": 1}
+    elif op == "conv2d_maxpool2d":  # lenet's second convolution, ReLU and pooling
+        inputs = {"x": normal(2, 32, 14, 14), "w": normal(64, 32, 3, 3) / 17, "b": normal(64), "stride": 1,
+                  "pad": 1, "size": 2, "pool_stride": None, "relu": True}
     elif op == "maxpool2d":  # lenet's first pooling, tie-free
         distinct = rng.permutation(2 * 32 * 28 * 28).reshape(2, 32, 28, 28)
         inputs = {"x": distinct.astype(dtype), "size": 2, "stride": None}

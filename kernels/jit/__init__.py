@@ -20,6 +20,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import numpy as np  # noqa: E402
 
 from .conv2d import conv2d_backward, conv2d_forward  # noqa: E402
+from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward  # noqa: E402
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward  # noqa: E402
 from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward  # noqa: E402
 

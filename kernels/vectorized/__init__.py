@@ -3,6 +3,7 @@ pooling by strided window views. Every function follows the kernel contract in D
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward
+from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
 from .linear import linear_backward, linear_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .relu import relu_backward, relu_forward
@@ -16,4 +17,5 @@ __all__ = [
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "batchnorm_forward", "batchnorm_backward",
     "dropout_forward", "dropout_backward",
+    "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",
 ]

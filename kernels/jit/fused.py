@@ -1,0 +1,157 @@
+"""Conv2d, optional ReLU and max-pooling in one Numba pass per image.
+
+Each image's convolution output goes to a scratch plane owned by its thread, is pooled from
+there straight into y, and is never stored for the whole batch: the (N, F, OH, OW) activation
+and its ReLU and pooling passes over memory disappear. Pooling comes before the ReLU (the two
+commute, see ``vectorized/fused.py``). For every window the forward pass records the flat index
+(within its OH x OW plane) of its first maximum, or -1 where the ReLU sends it no gradient
+(maximum <= 0, or NaN).
+
+The backward pass rebuilds, per image, the convolution's output gradient dz from dy and those
+indices, then runs the jit convolution's own per-image backward steps on it (weight gradient,
+transposed correlation, unshift): see ``conv2d.py``. Stride-1 convolutions only, as there;
+other strides go to the ``vectorized`` composition.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import _common
+from ..vectorized import fused as vectorized_fused
+from ._config import CACHE, FASTMATH, prange_only
+from .conv2d import _add_weight_grad, _chunks, _correlate, _correlate_transpose, _shift_copies, _unshift_add
+from .maxpool2d import _wins
+
+
+@njit(cache=CACHE)
+def _pool(z, size, stride, relu, y, where):
+    """y[f, i, j] = max of z[f]'s window (i, j), ReLU'd if ``relu``; where[f, i, j] its flat index
+    in z[f] (first maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
+
+    z (F, OH, OW); y, where (F, PH, PW). Comparisons without branches, 2 x 2 / 2 unrolled, as in
+    ``maxpool2d.py``.
+    """
+    F, PH, PW = y.shape
+    OW = z.shape[2]
+    zero = z.dtype.type(0)
+    for f in range(F):
+        plane = z[f]
+        for i in range(PH):
+            h0 = i * stride
+            y_row, where_row = y[f, i], where[f, i]
+            if size == 2 and stride == 2:
+                top, bottom = plane[h0], plane[h0 + 1]
+                for j in range(PW):
+                    best, at = top[2 * j], h0 * OW + 2 * j
+                    v = top[2 * j + 1]
+                    best, at = (v, h0 * OW + 2 * j + 1) if _wins(v, best) else (best, at)
+                    v = bottom[2 * j]
+                    best, at = (v, (h0 + 1) * OW + 2 * j) if _wins(v, best) else (best, at)
+                    v = bottom[2 * j + 1]
+                    best, at = (v, (h0 + 1) * OW + 2 * j + 1) if _wins(v, best) else (best, at)
+                    y_row[j], where_row[j] = best, at
+            else:
+                for j in range(PW):
+                    w0 = j * stride
+                    best, at = plane[h0, w0], h0 * OW + w0
+                    for h in range(h0, h0 + size):
+                        for w in range(w0, w0 + size):
+                            v = plane[h, w]
+                            best, at = (v, h * OW + w) if _wins(v, best) else (best, at)
+                    y_row[j], where_row[j] = best, at
+            if relu:
+                for j in range(PW):
+                    best = y_row[j]
+                    dead = not best > 0
+                    # relu(NaN) stays NaN; either way no gradient passes a dead window.
+                    y_row[j] = zero if dead and best == best else best
+                    where_row[j] = -1 if dead else where_row[j]
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _forward(x, w, b, pad, size, stride, relu, PH, PW, chunks):
+    """y (N, F, PH, PW), where (N, F, PH, PW) int32, and every image's shifted copies."""
+    N, C, H, W = x.shape
+    F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
+    OH, OW = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
+    y = np.empty((N, F, PH, PW), x.dtype)
+    where = np.empty((N, F, PH, PW), np.int32)
+    shifted = np.empty((N, C, KW, H + 2 * pad, OW), x.dtype)
+    for k in prange(chunks):
+        z = np.empty((F, OH, OW), x.dtype)
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            _shift_copies(x[n], pad, pad, shifted[n])
+            _correlate(shifted[n], w, b, z)
+            _pool(z, size, stride, relu, y[n], where[n])
+    return y, where, shifted
+
+
+@njit(parallel=prange_only(), cache=CACHE, fastmath=FASTMATH)
+def _backward(dy, where, shifted, w, pad, H, W, OH, OW, chunks):
+    """dx (N, C, H, W), dw (F, C, KH, KW), db (F,) from dy (N, F, PH, PW)."""
+    N, F = dy.shape[0], dy.shape[1]
+    P = dy.shape[2] * dy.shape[3]
+    C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
+    dtype = w.dtype
+    n = OH * OW
+    dx = np.empty((N, C, H, W), dtype)
+    dw_parts = np.zeros((chunks, F, C, KH, KW), dtype)
+    db_parts = np.zeros((chunks, F), dtype)
+    for k in prange(chunks):
+        dz = np.empty((F, OH, OW), dtype)
+        dz_flat = dz.reshape(F, n)
+        d_shifted = np.empty((C, KW, OH + KH - 1, OW), dtype)
+        dy_padded = np.zeros((F, n + 2 * (KH - 1) * OW), dtype)
+        for i in range(k * N // chunks, (k + 1) * N // chunks):
+            g = dy[i].reshape(F, P)
+            at = where[i].reshape(F, P)
+            dz[:] = 0
+            for f in range(F):
+                for p in range(P):
+                    if at[f, p] >= 0:
+                        dz_flat[f, at[f, p]] += g[f, p]
+                middle = dy_padded[f, (KH - 1) * OW:]
+                s = dtype.type(0)
+                for q in range(n):
+                    v = dz_flat[f, q]
+                    middle[q] = v
+                    s += v
+                db_parts[k, f] += s
+            _add_weight_grad(dz, shifted[i], dw_parts[k])
+            _correlate_transpose(dy_padded, w, d_shifted)
+            _unshift_add(d_shifted, pad, pad, dx[i])
+    dw = dw_parts[0].copy()
+    db = db_parts[0].copy()
+    for k in range(1, chunks):
+        dw += dw_parts[k]
+        db += db_parts[k]
+    return dx, dw, db
+
+
+def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None, relu=False):
+    """maxpool2d(relu(conv2d(x)) if relu else conv2d(x), size, pool_stride).
+
+    x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, PH, PW), cache.
+    """
+    OH, OW = _common.check_conv2d(x, w, b, stride, pad)
+    if stride != 1:  # the direct convolution needs stride 1
+        y, cache = vectorized_fused.conv2d_maxpool2d_forward(x, w, b, stride, pad, size, pool_stride, relu)
+        return y, (vectorized_fused, cache)
+    # The pooling checks, on an array of the convolution output's shape (no memory behind it).
+    z_shape = np.broadcast_to(x.dtype.type(0), (x.shape[0], w.shape[0], OH, OW))
+    pool_stride, PH, PW = _common.check_maxpool2d(z_shape, size, pool_stride)
+    x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
+    y, where, shifted = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW,
+                                 _chunks(x.shape[0]))
+    return y, (None, (x.shape, where, shifted, w, int(pad), OH, OW))
+
+
+def conv2d_maxpool2d_backward(dy, cache):
+    """dy (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+    delegate, state = cache
+    if delegate is not None:
+        return delegate.conv2d_maxpool2d_backward(dy, state)
+    (N, C, H, W), where, shifted, w, pad, OH, OW = state
+    if dy.shape != where.shape:
+        raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
+    dy = np.ascontiguousarray(dy, dtype=w.dtype)
+    return _backward(dy, where, shifted, w, pad, H, W, OH, OW, _chunks(N))

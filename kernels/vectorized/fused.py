@@ -1,0 +1,31 @@
+"""Fused ops as compositions of the vectorized ops, each in its cheapest order.
+
+conv2d_maxpool2d pools before the ReLU: max-pooling and ReLU commute (max_k relu(z_k) =
+relu(max_k z_k)), and the ReLU then runs on a quarter of the values (2 x 2 windows). The
+gradients agree too: a window whose maximum is <= 0 gets no gradient either way, and otherwise
+its first maximum is the same before and after the ReLU.
+"""
+from .conv2d import conv2d_backward, conv2d_forward
+from .maxpool2d import maxpool2d_backward, maxpool2d_forward
+from .relu import relu_backward, relu_forward
+
+
+def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None, relu=False):
+    """maxpool2d(relu(conv2d(x)) if relu else conv2d(x), size, pool_stride).
+
+    x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, PH, PW), cache.
+    """
+    z, conv_cache = conv2d_forward(x, w, b, stride, pad)
+    y, pool_cache = maxpool2d_forward(z, size, pool_stride)
+    relu_cache = None
+    if relu:
+        y, relu_cache = relu_forward(y)
+    return y, (conv_cache, pool_cache, relu_cache)
+
+
+def conv2d_maxpool2d_backward(dy, cache):
+    """dy (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+    conv_cache, pool_cache, relu_cache = cache
+    if relu_cache is not None:
+        dy = relu_backward(dy, relu_cache)
+    return conv2d_backward(maxpool2d_backward(dy, pool_cache), conv_cache)
