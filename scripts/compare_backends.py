@@ -25,14 +25,14 @@ import time
 from dataclasses import dataclass
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "asv_bench"))
-import benchmarks  # noqa: E402  (first: it fixes 2 threads before NumPy and Numba start)
+import benchmarks  # noqa: E402,F401  (first: it fixes 2 threads before NumPy and Numba start)
 
 import numpy as np  # noqa: E402
 
 import fastnn.kernels  # noqa: E402
 from benchmarks.common import (FAST_BACKENDS, KERNEL_CASES, build_model, flops,  # noqa: E402
                                forward_backward, jit_compile_seconds, make_inputs,
-                               make_optimizer, max_abs_difference, print_table)
+                               machine_note, make_optimizer, max_abs_difference, print_table)
 from fastnn.losses import CrossEntropyLoss  # noqa: E402
 
 
@@ -270,7 +270,7 @@ def main(argv=None):
     if args.quick:
         repeats, min_sample, student_images = 1, 0.0, 1
 
-    print(f"fastnn {fastnn.__version__}, numpy {np.__version__}, float32, {benchmarks.THREADS} threads")
+    print(machine_note())
     cases = [c for c in KERNEL_CASES if c.name in args.cases]
     compare_kernels(cases, args.batch_sizes, args.backends, args.reference_images, repeats, min_sample)
     compare_with_student(args.batch_sizes, args.backends, student_images, repeats, min_sample)

@@ -32,8 +32,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "asv_ben
 import benchmarks  # noqa: E402  (first: it fixes 2 threads before NumPy and Numba start)
 
 from benchmarks.common import (LEARNING_RATE, MODEL_NAMES, MOMENTUM, build_model,  # noqa: E402
-                               epoch_seconds, inference_seconds, load_mnist, make_optimizer,
-                               print_table, warm_up_model)
+                               epoch_seconds, inference_seconds, load_mnist, machine_note,
+                               make_optimizer, print_table, warm_up_model)
 from fastnn import nn  # noqa: E402
 from fastnn.data import DataLoader  # noqa: E402
 
@@ -229,6 +229,7 @@ def main(argv=None):
     if args.limit is not None and args.limit < max(args.batch_sizes) * 2:
         parser.error(f"--limit must be at least twice the largest batch size, got {args.limit}")
 
+    print(machine_note())
     frameworks = ["fastnn"]
     if args.no_torch:
         pass

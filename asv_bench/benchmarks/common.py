@@ -9,7 +9,7 @@
   every benchmark trains with, one training epoch, one pass over a test set, and the untimed
   first calls that load or compile the jit kernels.
 - ``jit_compile_seconds``: time ``fastnn.kernels.jit.warm_up`` in a fresh process.
-- ``print_table``: the scripts' aligned text tables.
+- ``machine_note``, ``print_table``: the scripts' header line and aligned text tables.
 
 No function here is named like an asv benchmark, so asv finds nothing to run in this module.
 """
@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fastnn.kernels._common import output_size
+
+from . import THREADS
 
 FAST_BACKENDS = ("vectorized", "jit")
 
@@ -265,6 +267,18 @@ def jit_compile_seconds(cache_dir):
 
 
 # -- reports ------------------------------------------------------------------------------------
+
+def machine_note():
+    """One line on what the timings ran on, with the load average: on this 2-core machine any
+    other busy process slows 2-thread BLAS down many times over, so a loaded run is not to be
+    trusted."""
+    import fastnn
+
+    load = os.getloadavg()[0]
+    warning = "  -- the machine is busy: timings are unreliable" if load > 0.5 else ""
+    return (f"fastnn {fastnn.__version__}, numpy {np.__version__}, float32, {THREADS} threads, "
+            f"{os.cpu_count()} cores, load average {load:.2f} before the run{warning}")
+
 
 def print_table(header, rows):
     """Print ``rows`` (lists of cells) under ``header`` in aligned columns, the first to the left."""
