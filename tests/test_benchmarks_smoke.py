@@ -1,13 +1,18 @@
-"""Smoke test of the benchmark code (asv_bench/ and scripts/compare_backends.py), so it cannot rot.
+"""Smoke test of the benchmark code (asv_bench/, scripts/compare_backends.py and
+scripts/compare_torch.py), so it cannot rot.
 
 Every asv benchmark runs its setup and body once for each parameter combination with batch 64
 (the other batch size runs the same code), on a few hundred MNIST images instead of the full
-sets; compare_backends.py runs with --quick. Nothing here checks
-a speed: the scripts do that. Each run happens in a child process, because the benchmark
-package pins the thread counts of BLAS and Numba (which Numba refuses once its threads run).
+sets; compare_backends.py runs with --quick, compare_torch.py on a slice; if PyTorch is
+installed, the PyTorch copies that compare_torch.py trains must compute what the fastnn models
+compute. Nothing here checks a speed: the scripts do that. Each run happens in a child process,
+because the benchmark package pins the thread counts of BLAS and Numba (which Numba refuses to
+change once its threads run).
 
-Run as a script, this file is that child: ``python test_benchmarks_smoke.py MODULE CLASS``.
+Run as a script, this file is that child: ``python test_benchmarks_smoke.py MODULE CLASS`` or
+``python test_benchmarks_smoke.py --torch-parity``.
 """
+import importlib.util
 import inspect
 import itertools
 import json
@@ -103,5 +108,59 @@ def test_compare_backends_quick_prints_every_case_and_target():
     assert "student loop CNN" in out and "fastnn seed_cnn step" in out
 
 
+def test_compare_torch_on_a_slice_shows_training_inference_and_memory(mnist_dir):
+    finished = subprocess.run([sys.executable, str(REPO / "scripts" / "compare_torch.py"), "--no-torch",
+                               "--models", "seed_cnn", "--batch-sizes", "64", "--epochs", "1", "--limit", "256"],
+                              capture_output=True, text=True, env=dict(os.environ, FASTNN_DATA_DIR=str(mnist_dir)))
+    assert finished.returncode == 0, finished.stderr
+    out = finished.stdout
+    assert "Training: one epoch of 256 images" in out, out
+    assert "Inference: 256 test images" in out, out
+    assert "Peak memory" in out, out
+    rows = [line.split() for line in out.splitlines() if line.startswith("seed_cnn")]
+    assert len(rows) == 3, out        # one row in each table
+
+
+def torch_parity():
+    """Largest |fastnn - PyTorch copy| of each model's output on a random batch, in eval mode
+    and (for the models without dropout) in train mode, where batch-norm uses batch statistics."""
+    sys.path.insert(0, str(REPO / "scripts"))
+    import numpy as np
+    import torch
+
+    import compare_torch
+    from benchmarks.common import MODEL_NAMES, build_model
+
+    x = np.random.default_rng(0).standard_normal((16, 1, 28, 28)).astype(np.float32)
+    differences = {}
+    for name in MODEL_NAMES:
+        model = build_model(name, "vectorized")
+        copy = compare_torch.to_torch(model)
+        for mode in ("eval", "train"):
+            if mode == "train" and name == "mlp_bn_dropout":
+                continue                  # the dropout masks come from different generators
+            getattr(model, mode)()
+            getattr(copy, mode)()
+            with torch.no_grad():
+                expected = copy(torch.from_numpy(x)).numpy()
+            differences[f"{name} {mode}"] = float(np.max(np.abs(model(x) - expected)))
+    return differences
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="PyTorch is not installed")
+def test_torch_copies_compute_what_the_fastnn_models_compute():
+    finished = subprocess.run([sys.executable, __file__, "--torch-parity"], capture_output=True, text=True)
+    assert finished.returncode == 0, finished.stderr
+    differences = json.loads(finished.stdout.strip().splitlines()[-1])
+    assert len(differences) == 7
+    # Logits of order 1-10 summed in float32 in different orders: a few 1e-6 apart; a wrong
+    # layout or a missing layer would be off by order 1.
+    for what, difference in differences.items():
+        assert difference < 1e-4, (what, difference)
+
+
 if __name__ == "__main__":
-    print(json.dumps(run_suite(sys.argv[1], sys.argv[2])))
+    if sys.argv[1] == "--torch-parity":
+        print(json.dumps(torch_parity()))
+    else:
+        print(json.dumps(run_suite(sys.argv[1], sys.argv[2])))
