@@ -276,13 +276,34 @@ class Sequential(Module):
             x = step(x)
         return x
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
+        """dy (the output's shape) -> d(input); every layer's Parameters get their gradients.
+
+        ``input_grad=False`` tells that the caller has no use for d(input) (the input is data, as
+        in a training step): the pass then stops at the first step that has Parameters, which
+        skips its own input gradient where it can (a fused conv-pool step, a Sequential), and
+        None is returned.
+        """
         steps = self.__dict__.get("_steps")
         if steps is None:
             raise RuntimeError("Sequential.backward called before forward")
-        for step in reversed(steps):
+        if input_grad:
+            for step in reversed(steps):
+                dy = step.backward(dy)
+            return dy
+        first = next((i for i, step in enumerate(steps) if _has_parameters(step)), len(steps))
+        for step in reversed(steps[first + 1:]):
             dy = step.backward(dy)
-        return dy
+        if first < len(steps):
+            if isinstance(steps[first], (_ConvPool, Sequential)):
+                steps[first].backward(dy, input_grad=False)
+            else:
+                steps[first].backward(dy)
+        return None
+
+
+def _has_parameters(step):
+    return isinstance(step, _ConvPool) or bool(step.parameters())
 
 
 # The cache a layer keeps when a Sequential ran it inside a fused step: its gradient comes
@@ -310,8 +331,8 @@ class _ConvPool:
                 layer._forward_state = (self.kernels, _FUSED)
         return y
 
-    def backward(self, dy):
-        dx, dw, db = self.kernels.conv2d_maxpool2d_backward(dy, self.cache)
+    def backward(self, dy, input_grad=True):
+        dx, dw, db = self.kernels.conv2d_maxpool2d_backward(dy, self.cache, input_grad)
         self.conv.weight.add_grad(dw)
         self.conv.bias.add_grad(db)
         return dx

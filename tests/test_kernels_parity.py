@@ -152,3 +152,16 @@ def test_vectorized_conv2d_in_batch_chunks_matches_reference(monkeypatch, seed):
     inputs, dy = kernel_cases.case("conv2d", seed, "float64")
     got = kernel_cases.run(kernels.get("vectorized"), "conv2d", inputs, dy)
     assert_matches("vectorized", "conv2d", inputs, got, reference_results("conv2d", seed, "float64"), "float64")
+
+
+@pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+def test_conv2d_maxpool2d_without_input_grad_gives_the_same_parameter_gradients(backend, seed):
+    ops = kernels.get(backend)
+    inputs, dy = kernel_cases.case("conv2d_maxpool2d", seed, "float64")
+    _, cache = ops.conv2d_maxpool2d_forward(**inputs)
+    dx, dw, db = ops.conv2d_maxpool2d_backward(dy, cache, input_grad=False)
+    expected = reference_results("conv2d_maxpool2d", seed, "float64")
+    assert dx is None
+    assert_matches(backend, "conv2d_maxpool2d", inputs, {"dw": dw, "db": db},
+                   {"dw": expected["dw"], "db": expected["db"]}, "float64")

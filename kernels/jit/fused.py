@@ -86,14 +86,15 @@ def _forward(x, w, b, pad, size, stride, relu, PH, PW, chunks):
 
 
 @njit(parallel=prange_only(), cache=CACHE, fastmath=FASTMATH)
-def _backward(dy, where, shifted, w, pad, H, W, OH, OW, chunks):
-    """dx (N, C, H, W), dw (F, C, KH, KW), db (F,) from dy (N, F, PH, PW)."""
+def _backward(dy, where, shifted, w, pad, H, W, OH, OW, input_grad, chunks):
+    """dx (N, C, H, W) (or, without ``input_grad``, an empty array), dw (F, C, KH, KW), db (F,)
+    from dy (N, F, PH, PW)."""
     N, F = dy.shape[0], dy.shape[1]
     P = dy.shape[2] * dy.shape[3]
     C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
     dtype = w.dtype
     n = OH * OW
-    dx = np.empty((N, C, H, W), dtype)
+    dx = np.empty((N if input_grad else 0, C, H, W), dtype)
     dw_parts = np.zeros((chunks, F, C, KH, KW), dtype)
     db_parts = np.zeros((chunks, F), dtype)
     for k in prange(chunks):
@@ -117,8 +118,9 @@ def _backward(dy, where, shifted, w, pad, H, W, OH, OW, chunks):
                     s += v
                 db_parts[k, f] += s
             _add_weight_grad(dz, shifted[i], dw_parts[k])
-            _correlate_transpose(dy_padded, w, d_shifted)
-            _unshift_add(d_shifted, pad, pad, dx[i])
+            if input_grad:
+                _correlate_transpose(dy_padded, w, d_shifted)
+                _unshift_add(d_shifted, pad, pad, dx[i])
     dw = dw_parts[0].copy()
     db = db_parts[0].copy()
     for k in range(1, chunks):
@@ -145,13 +147,17 @@ def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None,
     return y, (None, (x.shape, where, shifted, w, int(pad), OH, OW))
 
 
-def conv2d_maxpool2d_backward(dy, cache):
-    """dy (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
+    """dy (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,).
+
+    ``input_grad=False``: dx is not computed (a third of the work when C = 1) and is None.
+    """
     delegate, state = cache
     if delegate is not None:
-        return delegate.conv2d_maxpool2d_backward(dy, state)
+        return delegate.conv2d_maxpool2d_backward(dy, state, input_grad)
     (N, C, H, W), where, shifted, w, pad, OH, OW = state
     if dy.shape != where.shape:
         raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    return _backward(dy, where, shifted, w, pad, H, W, OH, OW, _chunks(N))
+    dx, dw, db = _backward(dy, where, shifted, w, pad, H, W, OH, OW, bool(input_grad), _chunks(N))
+    return (dx if input_grad else None), dw, db

@@ -23,9 +23,11 @@ def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None,
     return y, (conv_cache, pool_cache, relu_cache)
 
 
-def conv2d_maxpool2d_backward(dy, cache):
-    """dy (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
+    """dy (N, F, PH, PW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,); dx is None when
+    ``input_grad`` is False (the caller does not need it)."""
     conv_cache, pool_cache, relu_cache = cache
     if relu_cache is not None:
         dy = relu_backward(dy, relu_cache)
-    return conv2d_backward(maxpool2d_backward(dy, pool_cache), conv_cache)
+    dx, dw, db = conv2d_backward(maxpool2d_backward(dy, pool_cache), conv_cache)
+    return (dx if input_grad else None), dw, db
