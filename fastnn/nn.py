@@ -315,7 +315,8 @@ class _ConvPool:
     """A ``Conv2d``, optionally a ``ReLU``, then a ``MaxPool2d`` of a Sequential, computed by the
     fused kernel ``conv2d_maxpool2d`` (same results as the three layers one after the other,
     without the full-size convolution output, its ReLU and its pooling pass). The convolution's
-    gradients go to its Parameters as ``Conv2d.backward`` would send them."""
+    gradients go to its Parameters as ``Conv2d.backward`` would send them. In eval mode the
+    kernel keeps nothing for backward (inference then allocates only the output)."""
 
     def __init__(self, conv, relu, pool):
         self.conv, self.relu, self.pool = conv, relu, pool
@@ -323,15 +324,19 @@ class _ConvPool:
     def __call__(self, x):
         conv, pool = self.conv, self.pool
         self.kernels = ops(conv.backend)
+        self.training = conv.training
         y, self.cache = self.kernels.conv2d_maxpool2d_forward(
             x, conv.weight.data, conv.bias.data, conv.stride, conv.padding, pool.kernel_size, pool.stride,
-            relu=self.relu is not None)
+            relu=self.relu is not None, need_backward=self.training)
         for layer in (conv, self.relu, pool):
             if layer is not None:
                 layer._forward_state = (self.kernels, _FUSED)
         return y
 
     def backward(self, dy, input_grad=True):
+        if not self.training:
+            raise RuntimeError("backward after an eval-mode forward: a fused Conv2d-MaxPool2d step keeps "
+                               "nothing for backward in eval mode; call train() before that forward")
         dx, dw, db = self.kernels.conv2d_maxpool2d_backward(dy, self.cache, input_grad)
         self.conv.weight.add_grad(dw)
         self.conv.bias.add_grad(db)

@@ -58,3 +58,12 @@ def test_backward_without_input_grad_gives_the_same_parameter_gradients(backend)
     assert model.backward(dy, input_grad=False) is None
     for got, want in zip([p.grad for p in model.parameters()], grads, strict=True):
         np.testing.assert_array_equal(got, want)
+
+
+def test_eval_mode_forward_keeps_nothing_for_backward():
+    model = cnn(True, "jit").eval()
+    x = np.random.default_rng(2).standard_normal((2, 2, 8, 10))
+    y = model(x)
+    np.testing.assert_allclose(y, layer_by_layer(model, x, np.ones(y.shape))[0], rtol=1e-12, atol=1e-12)
+    with pytest.raises(RuntimeError, match="eval"):
+        model.backward(np.ones(y.shape))

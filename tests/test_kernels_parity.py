@@ -165,3 +165,12 @@ def test_conv2d_maxpool2d_without_input_grad_gives_the_same_parameter_gradients(
     assert dx is None
     assert_matches(backend, "conv2d_maxpool2d", inputs, {"dw": dw, "db": db},
                    {"dw": expected["dw"], "db": expected["db"]}, "float64")
+
+
+@pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
+def test_conv2d_maxpool2d_for_inference_gives_the_same_output(backend, seed):
+    inputs, _ = kernel_cases.case("conv2d_maxpool2d", seed, "float32")
+    y, _ = getattr(kernels.get(backend), "conv2d_maxpool2d_forward")(**inputs, need_backward=False)
+    expected = reference_results("conv2d_maxpool2d", seed, "float32")
+    assert_matches(backend, "conv2d_maxpool2d", inputs, {"y": y}, {"y": expected["y"]}, "float32")

@@ -68,20 +68,24 @@ def _pool(z, size, stride, relu, y, where):
 
 
 @njit(parallel=prange_only(), cache=CACHE)
-def _forward(x, w, b, pad, size, stride, relu, PH, PW, chunks):
-    """y (N, F, PH, PW), where (N, F, PH, PW) int32, and every image's shifted copies."""
+def _forward(x, w, b, pad, size, stride, relu, PH, PW, keep, chunks):
+    """y (N, F, PH, PW), and what backward needs: where (N, F, PH, PW) int32 and every image's
+    shifted copies. Without ``keep`` those two are only per-thread scratch space (one image's
+    worth each), so inference allocates nothing but y."""
     N, C, H, W = x.shape
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
     y = np.empty((N, F, PH, PW), x.dtype)
-    where = np.empty((N, F, PH, PW), np.int32)
-    shifted = np.empty((N, C, KW, H + 2 * pad, OW), x.dtype)
+    where = np.empty((N if keep else chunks, F, PH, PW), np.int32)
+    shifted = np.empty((N if keep else chunks, C, KW, H + 2 * pad, OW), x.dtype)
     for k in prange(chunks):
         z = np.empty((F, OH, OW), x.dtype)
+        thread = np.int64(k)  # prange's index is unsigned: make it an image index's type
         for n in range(k * N // chunks, (k + 1) * N // chunks):
-            _shift_copies(x[n], pad, pad, shifted[n])
-            _correlate(shifted[n], w, b, z)
-            _pool(z, size, stride, relu, y[n], where[n])
+            m = n if keep else thread  # this image's slot, or the thread's scratch slot
+            _shift_copies(x[n], pad, pad, shifted[m])
+            _correlate(shifted[m], w, b, z)
+            _pool(z, size, stride, relu, y[n], where[m])
     return y, where, shifted
 
 
@@ -129,22 +133,26 @@ def _backward(dy, where, shifted, w, pad, H, W, OH, OW, input_grad, chunks):
     return dx, dw, db
 
 
-def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None, relu=False):
+def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None, relu=False,
+                             need_backward=True):
     """maxpool2d(relu(conv2d(x)) if relu else conv2d(x), size, pool_stride).
 
     x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, PH, PW), cache.
+    ``need_backward=False`` (inference): nothing is kept for backward, which then raises.
     """
     OH, OW = _common.check_conv2d(x, w, b, stride, pad)
     if stride != 1:  # the direct convolution needs stride 1
-        y, cache = vectorized_fused.conv2d_maxpool2d_forward(x, w, b, stride, pad, size, pool_stride, relu)
+        y, cache = vectorized_fused.conv2d_maxpool2d_forward(x, w, b, stride, pad, size, pool_stride, relu,
+                                                             need_backward)
         return y, (vectorized_fused, cache)
     # The pooling checks, on an array of the convolution output's shape (no memory behind it).
     z_shape = np.broadcast_to(x.dtype.type(0), (x.shape[0], w.shape[0], OH, OW))
     pool_stride, PH, PW = _common.check_maxpool2d(z_shape, size, pool_stride)
     x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
-    y, where, shifted = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW,
+    keep = bool(need_backward)
+    y, where, shifted = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW, keep,
                                  _chunks(x.shape[0]))
-    return y, (None, (x.shape, where, shifted, w, int(pad), OH, OW))
+    return y, (None, (x.shape, where, shifted, w, int(pad), OH, OW) if keep else None)
 
 
 def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
@@ -155,6 +163,8 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
     delegate, state = cache
     if delegate is not None:
         return delegate.conv2d_maxpool2d_backward(dy, state, input_grad)
+    if state is None:
+        raise ValueError("conv2d_maxpool2d_backward: the forward pass ran with need_backward=False")
     (N, C, H, W), where, shifted, w, pad, OH, OW = state
     if dy.shape != where.shape:
         raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")

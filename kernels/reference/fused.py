@@ -8,11 +8,14 @@ from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .relu import relu_backward, relu_forward
 
 
-def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None, relu=False):
+def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None, relu=False,
+                             need_backward=True):
     """maxpool2d(relu(conv2d(x)) if relu else conv2d(x), size, pool_stride).
 
     x (N, C, H, W), w (F, C, KH, KW), b (F,) -> y (N, F, PH, PW), cache, where (OH, OW) is the
     convolution's output size and PH = (OH - size) // pool_stride + 1 (likewise PW).
+    ``need_backward=False`` allows a backend to keep nothing for backward (inference); this one
+    keeps its cache all the same.
     """
     z, conv_cache = conv2d_forward(x, w, b, stride, pad)
     relu_cache = None
