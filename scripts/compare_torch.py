@@ -184,16 +184,20 @@ def worker_main(args):
 
 
 def run_worker(framework, task, model, batch, args):
-    """Run one measurement in a fresh Python process; returns its result dict."""
+    """Run one measurement in a fresh Python process; returns its result dict, or None (with the
+    error shown) if the process failed, so that one broken run does not lose the others."""
     command = [sys.executable, __file__, "--worker", framework, "--task", task, "--model", model,
                "--batch", str(batch), "--epochs", str(args.epochs), "--backend", args.backend]
     if args.limit is not None:
         command += ["--limit", str(args.limit)]
-    print(f"  {framework:6} {task:9} {model:15} batch {batch:4} ...", file=sys.stderr, flush=True)
+    label = f"  {framework:6} {task:9} {model:15} batch {batch:4}:"
     finished = subprocess.run(command, capture_output=True, text=True)
     if finished.returncode != 0:
-        sys.exit(f"{' '.join(command)} failed:\n{finished.stderr}")
-    return json.loads(finished.stdout.strip().splitlines()[-1])
+        print(f"{label} failed\n{finished.stderr}", file=sys.stderr, flush=True)
+        return None
+    result = json.loads(finished.stdout.strip().splitlines()[-1])
+    print(f"{label} {images_per_second(result):,.0f} images/s", file=sys.stderr, flush=True)
+    return result
 
 
 # -- the report ---------------------------------------------------------------------------------
@@ -202,10 +206,27 @@ def images_per_second(result):
     return result["images"] / statistics.median(result["seconds"])
 
 
-def verdict(ratio, target):
-    if target is None:
-        return "", ""
-    return f">={target:g}x", "PASS" if ratio >= target else "MISS"
+def speed_cells(results, compared, target):
+    """Table cells for one row: fastnn's images/s, then (when compared) PyTorch's, the ratio,
+    the target ratio and PASS/MISS."""
+    def rate(result):
+        return "failed" if result is None else f"{images_per_second(result):,.0f}"
+
+    cells = [rate(results["fastnn"])]
+    if compared:
+        cells.append(rate(results["torch"]))
+        if results["fastnn"] and results["torch"]:
+            ratio = images_per_second(results["fastnn"]) / images_per_second(results["torch"])
+            passed = ratio >= target if target else None
+            cells += [f"{ratio:.2f}", f">={target:g}x" if target else "", {True: "PASS", False: "MISS"}.get(passed, "")]
+        else:
+            cells += ["", "", ""]
+    return cells
+
+
+def images_counted(table):
+    """How many images each run of a table measured (from its first successful run)."""
+    return next((r["images"] for results in table.values() for r in results.values() if r), 0)
 
 
 def main(argv=None):
@@ -237,7 +258,6 @@ def main(argv=None):
         print(f"PyTorch is not installed, so fastnn is shown alone. To compare: {TORCH_INSTALL}\n")
     else:
         frameworks.append("torch")
-    fastnn_label = f"fastnn ({args.backend})"
     compared = len(frameworks) == 2
 
     train = {}
@@ -248,49 +268,38 @@ def main(argv=None):
     for model in (m for m in args.models if m in INFERENCE_MODELS):
         infer[model] = {f: run_worker(f, "inference", model, INFERENCE_BATCH, args) for f in frameworks}
 
-    images = next(iter(train.values()))["fastnn"]["images"]
-    print(f"Training: one epoch of {images:,} images, median of {args.epochs}, float32, "
+    speed_header = [f"fastnn ({args.backend})"] + (["torch", "ratio", "target", ""] if compared else [])
+    print(f"Training: one epoch of {images_counted(train):,} images, median of {args.epochs}, float32, "
           f"{benchmarks.THREADS} threads, SGD momentum {MOMENTUM} (images/s)")
-    rows = []
-    for (model, batch), result in train.items():
-        row = [model, batch, f"{images_per_second(result['fastnn']):,.0f}"]
-        if compared:
-            ratio = images_per_second(result["fastnn"]) / images_per_second(result["torch"])
-            row += [f"{images_per_second(result['torch']):,.0f}", f"{ratio:.2f}",
-                    *verdict(ratio, TRAIN_RATIO_TARGETS.get(model))]
-        rows.append(row)
-    header = ["model", "batch", fastnn_label] + (["torch", "ratio", "target", ""] if compared else [])
-    print_table(header, rows)
-
+    print_table(["model", "batch"] + speed_header,
+                [[model, batch] + speed_cells(results, compared, TRAIN_RATIO_TARGETS.get(model))
+                 for (model, batch), results in train.items()])
     if infer:
-        images = next(iter(infer.values()))["fastnn"]["images"]
-        print(f"\nInference: {images:,} test images at batch {INFERENCE_BATCH}, eval mode (images/s)")
-        rows = []
-        for model, result in infer.items():
-            row = [model, f"{images_per_second(result['fastnn']):,.0f}"]
-            if compared:
-                ratio = images_per_second(result["fastnn"]) / images_per_second(result["torch"])
-                row += [f"{images_per_second(result['torch']):,.0f}", f"{ratio:.2f}",
-                        *verdict(ratio, INFERENCE_RATIO_TARGETS.get(model))]
-            rows.append(row)
-        print_table(["model", fastnn_label] + (["torch", "ratio", "target", ""] if compared else []), rows)
+        print(f"\nInference: {images_counted(infer):,} test images at batch {INFERENCE_BATCH}, eval mode (images/s)")
+        print_table(["model"] + speed_header,
+                    [[model] + speed_cells(results, compared, INFERENCE_RATIO_TARGETS.get(model))
+                     for model, results in infer.items()])
 
     print("\nPeak memory of each training run's own process (ru_maxrss, MiB; includes the dataset "
           "and the libraries), and fastnn's untimed warm-up (jit load or compile)")
     rows = []
-    for (model, batch), result in train.items():
-        peak = result["fastnn"]["peak_rss_mib"]
+    for (model, batch), results in train.items():
+        row = [model, batch]
+        for framework in frameworks:
+            result = results[framework]
+            row.append("failed" if result is None else f"{result['peak_rss_mib']:,.0f}")
+        fastnn_result = results["fastnn"]
+        row.append("" if fastnn_result is None else f"{fastnn_result['warm_up_seconds']:.2f} s")
         target = ""
-        if (model, batch) == PEAK_MEMORY_TARGET[:2]:
+        if (model, batch) == PEAK_MEMORY_TARGET[:2] and fastnn_result is not None:
             limit_mib = PEAK_MEMORY_TARGET[2]
-            target = f"<={limit_mib} MiB {'PASS' if peak <= limit_mib else 'MISS'}"
-        row = [model, batch, f"{peak:,.0f}", f"{result['fastnn']['warm_up_seconds']:.2f} s", target]
-        if compared:
-            row.insert(3, f"{result['torch']['peak_rss_mib']:,.0f}")
-        rows.append(row)
-    header = ["model", "batch", "fastnn MiB"] + (["torch MiB"] if compared else []) + ["fastnn warm-up", "target"]
-    print_table(header, rows)
+            target = f"<={limit_mib} MiB {'PASS' if fastnn_result['peak_rss_mib'] <= limit_mib else 'MISS'}"
+        rows.append(row + [target])
+    print_table(["model", "batch"] + [f"{f} MiB" for f in frameworks] + ["fastnn warm-up", "target"], rows)
 
+    failed = [r for table in (train, infer) for results in table.values() for r in results.values() if r is None]
+    if failed:
+        sys.exit(f"{len(failed)} run(s) failed; their errors are shown above")
 
 if __name__ == "__main__":
     main()
