@@ -121,20 +121,24 @@ def compare_kernels(cases, batch_sizes, backends, reference_images, repeats, min
         rows.append([case.name, reference_images, "reference", format_seconds(ref_seconds),
                      f"{1 / ref_per_image:,.0f}", f"{ref_flops / ref_seconds / 1e9:.3f}" if ref_flops else "",
                      "1", "0", "", ""])
-        differences = {backend: max_abs_difference(
-            forward_backward(fastnn.kernels.get(backend), case, slice_inputs), expected) for backend in backends}
+        differences = {}
+        for backend in backends:
+            outputs = forward_backward(fastnn.kernels.get(backend), case, slice_inputs)
+            differences[backend] = max_abs_difference(outputs, expected)
         for batch in batch_sizes:
             inputs = make_inputs(case, batch)
             for backend in backends:
                 ops = fastnn.kernels.get(backend)
-                seconds = median_seconds(lambda: forward_backward(ops, case, inputs), repeats, min_sample_seconds)
+                seconds = median_seconds(lambda: forward_backward(ops, case, inputs), repeats,
+                                         min_sample_seconds)
                 measured = {"images/s": batch / seconds, "ms": seconds * 1e3}
                 case_flops = flops(case, batch)
                 if case_flops:
                     measured["GFLOP/s"] = case_flops / seconds / 1e9
                 target = kernel_target(case.name, batch)
                 bound, verdict = target.check(measured[target.metric]) if target else ("", "")
-                rows.append([case.name, batch, backend, format_seconds(seconds), f"{measured['images/s']:,.0f}",
+                rows.append([case.name, batch, backend, format_seconds(seconds),
+                             f"{measured['images/s']:,.0f}",
                              f"{measured['GFLOP/s']:.1f}" if case_flops else "",
                              f"{ref_per_image * batch / seconds:,.0f}", f"{differences[backend]:.1e}",
                              bound, verdict])

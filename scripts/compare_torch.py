@@ -277,7 +277,8 @@ def main(argv=None):
                 [[model, batch] + speed_cells(results, compared, TRAIN_RATIO_TARGETS.get(model))
                  for (model, batch), results in train.items()])
     if infer:
-        print(f"\nInference: {images_counted(infer):,} test images at batch {INFERENCE_BATCH}, eval mode (images/s)")
+        print(f"\nInference: {images_counted(infer):,} test images at batch {INFERENCE_BATCH}, "
+              "eval mode (images/s)")
         print_table(["model"] + speed_header,
                     [[model] + speed_cells(results, compared, INFERENCE_RATIO_TARGETS.get(model))
                      for model, results in infer.items()])
@@ -299,7 +300,8 @@ def main(argv=None):
         rows.append(row + [target])
     print_table(["model", "batch"] + [f"{f} MiB" for f in frameworks] + ["fastnn warm-up", "target"], rows)
 
-    failed = [r for table in (train, infer) for results in table.values() for r in results.values() if r is None]
+    failed = [r for table in (train, infer) for results in table.values() for r in results.values()
+              if r is None]
     if failed:
         sys.exit(f"{len(failed)} run(s) failed; their errors are shown above")
 

@@ -37,7 +37,8 @@ class KernelCase:
 
     ``op`` is the kernel family (``conv2d``, ``linear``, ...); ``shape`` is one image's input
     shape, ``(C, H, W)`` or ``(D,)``; ``params`` holds the rest: ``filters``, ``kernel``, ``pad``
-    for conv2d, ``out_features`` for linear, ``size`` for maxpool2d, ``p`` for dropout.
+    for conv2d, ``out_features`` for linear, ``size`` for maxpool2d, ``p`` for dropout, and for
+    the fused ``conv2d_maxpool2d`` those of conv2d and maxpool2d plus ``relu``.
     """
     name: str
     op: str
@@ -64,6 +65,13 @@ KERNEL_CASES = (
     # Not a layer of the zoo: batch-norm on lenet's first feature map, as a student would add it.
     KernelCase("batchnorm2d", "batchnorm", (32, 28, 28)),
     KernelCase("softmax_ce", "softmax_cross_entropy", (10,)),
+    # The fused conv [+ ReLU] + max-pool blocks the models actually run.
+    KernelCase("seed_cnn.conv_pool", "conv2d_maxpool2d", (1, 28, 28),
+               dict(filters=8, kernel=3, pad=0, size=2, relu=False)),
+    KernelCase("lenet.block1", "conv2d_maxpool2d", (1, 28, 28),
+               dict(filters=32, kernel=3, pad=1, size=2, relu=True)),
+    KernelCase("lenet.block2", "conv2d_maxpool2d", (32, 14, 14),
+               dict(filters=64, kernel=3, pad=1, size=2, relu=True)),
 )
 
 CASES_BY_NAME = {case.name: case for case in KERNEL_CASES}
@@ -75,9 +83,13 @@ BATCHED_INPUTS = ("x", "dy", "mask", "logits", "labels")
 def output_shape(case, n):
     """Shape of ``case``'s forward output for a batch of ``n`` images."""
     p = case.params
-    if case.op == "conv2d":
+    if case.op in ("conv2d", "conv2d_maxpool2d"):
         _, H, W = case.shape
-        return (n, p["filters"], output_size(H, p["kernel"], 1, p["pad"]), output_size(W, p["kernel"], 1, p["pad"]))
+        OH, OW = output_size(H, p["kernel"], 1, p["pad"]), output_size(W, p["kernel"], 1, p["pad"])
+        if case.op == "conv2d":
+            return (n, p["filters"], OH, OW)
+        size = p["size"]
+        return (n, p["filters"], output_size(OH, size, size, 0), output_size(OW, size, size, 0))
     if case.op == "maxpool2d":
         C, H, W = case.shape
         return (n, C, output_size(H, p["size"], p["size"], 0), output_size(W, p["size"], p["size"], 0))
@@ -88,12 +100,13 @@ def output_shape(case, n):
 
 def flops(case, n):
     """Floating-point operations of forward + backward (dx and dw) for ``n`` images; None unless
-    the op is a conv or linear layer. Each of the three products costs 2 * multiply-adds."""
+    the op is a conv (fused or not) or linear layer. Each of the three products costs 2 *
+    multiply-adds; the fused op's pooling and ReLU are not counted."""
     p = case.params
-    if case.op == "conv2d":
-        C = case.shape[0]
-        _, F, OH, OW = output_shape(case, n)
-        return 3 * 2.0 * n * F * OH * OW * C * p["kernel"] ** 2
+    if case.op in ("conv2d", "conv2d_maxpool2d"):
+        C, H, W = case.shape
+        OH, OW = output_size(H, p["kernel"], 1, p["pad"]), output_size(W, p["kernel"], 1, p["pad"])
+        return 3 * 2.0 * n * p["filters"] * OH * OW * C * p["kernel"] ** 2
     if case.op == "linear":
         return 3 * 2.0 * n * case.shape[0] * p["out_features"]
     return None
@@ -117,7 +130,7 @@ def make_inputs(case, n, dtype=np.float32, seed=0):
                     labels=stream("labels").integers(0, case.shape[0], n))
     x = normal("x", n, *case.shape)
     dy = normal("dy", *output_shape(case, n))
-    if case.op == "conv2d":
+    if case.op in ("conv2d", "conv2d_maxpool2d"):
         C = case.shape[0]
         fan_in = C * p["kernel"] ** 2
         w = normal("w", p["filters"], C, p["kernel"], p["kernel"], scale=np.sqrt(2.0 / fan_in))
@@ -147,6 +160,10 @@ def forward_backward(ops, case, a):
     if case.op == "conv2d":
         y, cache = ops.conv2d_forward(a["x"], a["w"], a["b"], 1, p["pad"])
         return (y, *ops.conv2d_backward(a["dy"], cache))
+    if case.op == "conv2d_maxpool2d":
+        y, cache = ops.conv2d_maxpool2d_forward(a["x"], a["w"], a["b"], 1, p["pad"], p["size"], None,
+                                                p["relu"])
+        return (y, *ops.conv2d_maxpool2d_backward(a["dy"], cache))
     if case.op == "linear":
         y, cache = ops.linear_forward(a["x"], a["w"], a["b"])
         return (y, *ops.linear_backward(a["dy"], cache))
