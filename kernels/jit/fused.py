@@ -19,7 +19,7 @@ from .. import _common
 from ..vectorized import fused as vectorized_fused
 from ._config import CACHE, FASTMATH, prange_only
 from .conv2d import _add_weight_grad, _chunks, _correlate, _correlate_transpose, _shift_copies, _unshift_add
-from .maxpool2d import _wins
+from .maxpool2d import _pool_plane
 
 
 @njit(cache=CACHE)
@@ -27,38 +27,15 @@ def _pool(z, size, stride, relu, y, where):
     """y[f, i, j] = max of z[f]'s window (i, j), ReLU'd if ``relu``; where[f, i, j] its flat index
     in z[f] (first maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
 
-    z (F, OH, OW); y, where (F, PH, PW). Comparisons without branches, 2 x 2 / 2 unrolled, as in
-    ``maxpool2d.py``.
+    z (F, OH, OW); y, where (F, PH, PW). The pooling is ``maxpool2d.py``'s, plane by plane.
     """
     F, PH, PW = y.shape
-    OW = z.shape[2]
     zero = z.dtype.type(0)
     for f in range(F):
-        plane = z[f]
-        for i in range(PH):
-            h0 = i * stride
-            y_row, where_row = y[f, i], where[f, i]
-            if size == 2 and stride == 2:
-                top, bottom = plane[h0], plane[h0 + 1]
-                for j in range(PW):
-                    best, at = top[2 * j], h0 * OW + 2 * j
-                    v = top[2 * j + 1]
-                    best, at = (v, h0 * OW + 2 * j + 1) if _wins(v, best) else (best, at)
-                    v = bottom[2 * j]
-                    best, at = (v, (h0 + 1) * OW + 2 * j) if _wins(v, best) else (best, at)
-                    v = bottom[2 * j + 1]
-                    best, at = (v, (h0 + 1) * OW + 2 * j + 1) if _wins(v, best) else (best, at)
-                    y_row[j], where_row[j] = best, at
-            else:
-                for j in range(PW):
-                    w0 = j * stride
-                    best, at = plane[h0, w0], h0 * OW + w0
-                    for h in range(h0, h0 + size):
-                        for w in range(w0, w0 + size):
-                            v = plane[h, w]
-                            best, at = (v, h * OW + w) if _wins(v, best) else (best, at)
-                    y_row[j], where_row[j] = best, at
-            if relu:
+        _pool_plane(z[f], size, stride, y[f], where[f])
+        if relu:
+            for i in range(PH):
+                y_row, where_row = y[f, i], where[f, i]
                 for j in range(PW):
                     best = y_row[j]
                     dead = not best > 0

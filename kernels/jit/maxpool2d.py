@@ -21,6 +21,40 @@ def _wins(v, best):
     return (v > best) | ((v != v) & (best == best))
 
 
+@njit(cache=CACHE, inline="always")
+def _pool_plane(plane, size, stride, y, where):
+    """y[i, j] = max of ``plane``'s window (i, j); where[i, j] = flat index h * W + w of its first maximum.
+
+    plane (H, W); y, where (OH, OW). Shared with the fused conv-pool kernel (``fused.py``).
+    """
+    OH, OW = y.shape
+    W = plane.shape[1]
+    for i in range(OH):
+        h0 = i * stride
+        y_row, where_row = y[i], where[i]
+        if size == 2 and stride == 2:
+            # The common case, unrolled: a b / c d, taken in this order.
+            top, bottom = plane[h0], plane[h0 + 1]
+            for j in range(OW):
+                best, at = top[2 * j], h0 * W + 2 * j
+                v = top[2 * j + 1]
+                best, at = (v, at + 1) if _wins(v, best) else (best, at)
+                v = bottom[2 * j]
+                best, at = (v, (h0 + 1) * W + 2 * j) if _wins(v, best) else (best, at)
+                v = bottom[2 * j + 1]
+                best, at = (v, (h0 + 1) * W + 2 * j + 1) if _wins(v, best) else (best, at)
+                y_row[j], where_row[j] = best, at
+        else:
+            for j in range(OW):
+                w0 = j * stride
+                best, at = plane[h0, w0], h0 * W + w0
+                for h in range(h0, h0 + size):
+                    for w in range(w0, w0 + size):
+                        v = plane[h, w]
+                        best, at = (v, h * W + w) if _wins(v, best) else (best, at)
+                y_row[j], where_row[j] = best, at
+
+
 @njit(parallel=prange_only(), cache=CACHE)
 def _forward(x, size, stride, OH, OW):
     """y (N, C, OH, OW) and argmax (N, C, OH, OW) int32: flat index h * W + w of each window's maximum."""
@@ -29,35 +63,7 @@ def _forward(x, size, stride, OH, OW):
     y = np.empty((N * C, OH, OW), x.dtype)
     argmax = np.empty((N * C, OH, OW), np.int32)
     for q in prange(N * C):
-        plane = planes[q]
-        for i in range(OH):
-            h0 = i * stride
-            y_row, arg_row = y[q, i], argmax[q, i]
-            if size == 2 and stride == 2:
-                # The common case, unrolled: a b / c d, taken in this order.
-                top, bottom = plane[h0], plane[h0 + 1]
-                for j in range(OW):
-                    best, where = top[2 * j], h0 * W + 2 * j
-                    v = top[2 * j + 1]
-                    t = _wins(v, best)
-                    best, where = (v, where + 1) if t else (best, where)
-                    v = bottom[2 * j]
-                    t = _wins(v, best)
-                    best, where = (v, (h0 + 1) * W + 2 * j) if t else (best, where)
-                    v = bottom[2 * j + 1]
-                    t = _wins(v, best)
-                    best, where = (v, (h0 + 1) * W + 2 * j + 1) if t else (best, where)
-                    y_row[j], arg_row[j] = best, where
-            else:
-                for j in range(OW):
-                    w0 = j * stride
-                    best, where = plane[h0, w0], h0 * W + w0
-                    for h in range(h0, h0 + size):
-                        for w in range(w0, w0 + size):
-                            v = plane[h, w]
-                            t = _wins(v, best)
-                            best, where = (v, h * W + w) if t else (best, where)
-                    y_row[j], arg_row[j] = best, where
+        _pool_plane(planes[q], size, stride, y[q], argmax[q])
     return y.reshape(N, C, OH, OW), argmax.reshape(N, C, OH, OW)
 
 
