@@ -244,6 +244,18 @@ def _add_weight_grad(dy, shifted, dw):
                             dw[f + a, c, kh, kw + t] += sums[a][t]
 
 
+@njit(cache=CACHE)
+def _sum_partials(dw_parts, db_parts):
+    """The serial combine of per-thread partial sums: dw_parts (chunks, F, C, KH, KW), db_parts
+    (chunks, F) -> dw (F, C, KH, KW), db (F,), added in chunk order."""
+    dw = dw_parts[0].copy()
+    db = db_parts[0].copy()
+    for k in range(1, dw_parts.shape[0]):
+        dw += dw_parts[k]
+        db += db_parts[k]
+    return dw, db
+
+
 @njit(parallel=prange_only(), cache=CACHE)
 def _forward(x, w, b, pad, chunks):
     """y (N, F, OH, OW) and the shifted copies of every image (N, C, KW, H + 2*pad, OW)."""
@@ -288,11 +300,7 @@ def _backward(dy, shifted, w, pad, H, W, chunks):
             _add_weight_grad(dy[i], shifted[i], dw_parts[k])
             _correlate_transpose(dy_padded, w, d_shifted)
             _unshift_add(d_shifted, pad, pad, dx[i])
-    dw = dw_parts[0].copy()
-    db = db_parts[0].copy()
-    for k in range(1, chunks):
-        dw += dw_parts[k]
-        db += db_parts[k]
+    dw, db = _sum_partials(dw_parts, db_parts)
     return dx, dw, db
 
 

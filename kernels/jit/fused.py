@@ -18,7 +18,8 @@ from numba import njit, prange
 from .. import _common
 from ..vectorized import fused as vectorized_fused
 from ._config import CACHE, FASTMATH, prange_only
-from .conv2d import _add_weight_grad, _chunks, _correlate, _correlate_transpose, _shift_copies, _unshift_add
+from .conv2d import (_add_weight_grad, _chunks, _correlate, _correlate_transpose, _shift_copies, _sum_partials,
+                     _unshift_add)
 from .maxpool2d import _pool_plane
 
 
@@ -102,11 +103,7 @@ def _backward(dy, where, shifted, w, pad, H, W, OH, OW, input_grad, chunks):
             if input_grad:
                 _correlate_transpose(dy_padded, w, d_shifted)
                 _unshift_add(d_shifted, pad, pad, dx[i])
-    dw = dw_parts[0].copy()
-    db = db_parts[0].copy()
-    for k in range(1, chunks):
-        dw += dw_parts[k]
-        db += db_parts[k]
+    dw, db = _sum_partials(dw_parts, db_parts)
     return dx, dw, db
 
 
