@@ -1,7 +1,10 @@
 """Layers, shaped like ``torch.nn``, with every backward pass written out (no autograd).
 
 A ``Module`` computes ``y = module(x)`` and, after a forward pass, ``dx = module.backward(dy)``,
-setting ``.grad`` on its ``Parameter``s on the way. Each layer asks
+setting ``.grad`` on its ``Parameter``s on the way. ``module.backward(dy, input_grad=False)``
+says the caller has no use for d(input) (the input is data, as in a training step): the
+Parameters get the same gradients, d(input) is skipped where that saves work, and None is
+returned. Each layer asks
 ``fastnn.backend.ops(self.backend)`` for its kernels when it is called (so ``use_backend`` and
 ``FASTNN_BACKEND`` take effect) and keeps the kernel's cache, together with the backend that made
 it, for ``backward``.
@@ -67,7 +70,8 @@ class Module:
 
     Assigning a ``Parameter`` or a ``Module`` to an attribute registers it (in assignment order);
     ``register_buffer`` registers an array that is saved in ``state_dict`` but not trained.
-    Subclasses call ``super().__init__()`` first and define ``forward`` and ``backward``.
+    Subclasses call ``super().__init__()`` first and define ``forward(x)`` and
+    ``backward(dy, input_grad=True)`` (see the module docstring).
     """
 
     def __init__(self):
@@ -220,7 +224,7 @@ class Module:
     def forward(self, x):
         raise NotImplementedError(f"{type(self).__name__} does not define forward")
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         raise NotImplementedError(f"{type(self).__name__} does not define backward")
 
     def __call__(self, x):
@@ -279,31 +283,21 @@ class Sequential(Module):
     def backward(self, dy, input_grad=True):
         """dy (the output's shape) -> d(input); every layer's Parameters get their gradients.
 
-        ``input_grad=False`` tells that the caller has no use for d(input) (the input is data, as
-        in a training step): the pass then stops at the first step that has Parameters, which
-        skips its own input gradient where it can (a fused conv-pool step, a Sequential), and
-        None is returned.
+        ``input_grad=False``: the pass stops at the first step that has Parameters, which is
+        told to skip its own input gradient, and None is returned.
         """
         steps = self.__dict__.get("_steps")
         if steps is None:
             raise RuntimeError("Sequential.backward called before forward")
-        if input_grad:
-            for step in reversed(steps):
-                dy = step.backward(dy)
-            return dy
-        first = next((i for i, step in enumerate(steps) if _has_parameters(step)), len(steps))
-        for step in reversed(steps[first + 1:]):
-            dy = step.backward(dy)
-        if first < len(steps):
-            if isinstance(steps[first], (_ConvPool, Sequential)):
-                steps[first].backward(dy, input_grad=False)
-            else:
-                steps[first].backward(dy)
-        return None
+        first = 0 if input_grad else next((i for i, step in enumerate(steps) if _has_parameters(step)), len(steps))
+        for i in range(len(steps) - 1, first - 1, -1):
+            dy = steps[i].backward(dy, input_grad=input_grad or i > first)
+        return dy if input_grad else None
 
 
 def _has_parameters(step):
-    return isinstance(step, _ConvPool) or bool(step.parameters())
+    """Whether a step of a Sequential has Parameters (its own or its submodules')."""
+    return isinstance(step, _ConvPool) or bool(step._parameters) or (bool(step._modules) and bool(step.parameters()))
 
 
 # The cache a layer keeps when a Sequential ran it inside a fused step: its gradient comes
@@ -382,10 +376,10 @@ class Linear(Module):
         self._forward_state = (kernels, cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         """dy (N, out_features) -> dx (N, in_features); accumulates weight.grad and bias.grad."""
         kernels, cache = self._saved()
-        dx, dw, db = kernels.linear_backward(dy, cache)
+        dx, dw, db = kernels.linear_backward(dy, cache, input_grad)
         self.weight.add_grad(dw)
         if self.bias is not None:
             self.bias.add_grad(db)
@@ -421,13 +415,13 @@ class Conv2d(Module):
         self._forward_state = (kernels, cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         """dy (N, F, OH, OW) -> dx (N, C, H, W); accumulates weight.grad and bias.grad."""
         kernels, cache = self._saved()
         dx, dw, db = kernels.conv2d_backward(dy, cache)
         self.weight.add_grad(dw)
         self.bias.add_grad(db)
-        return dx
+        return dx if input_grad else None
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
@@ -449,10 +443,10 @@ class MaxPool2d(Module):
         self._forward_state = (kernels, cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         """dy (N, C, OH, OW) -> dx (N, C, H, W), each window's gradient sent to its first maximum."""
         kernels, cache = self._saved()
-        return kernels.maxpool2d_backward(dy, cache)
+        return kernels.maxpool2d_backward(dy, cache) if input_grad else None
 
     def extra_repr(self):
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
@@ -471,9 +465,9 @@ class ReLU(Module):
         self._forward_state = (kernels, cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         kernels, cache = self._saved()
-        return kernels.relu_backward(dy, cache)
+        return kernels.relu_backward(dy, cache) if input_grad else None
 
 
 class Flatten(Module):
@@ -483,9 +477,9 @@ class Flatten(Module):
         self._forward_state = (None, x.shape)
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         _, shape = self._saved()
-        return dy.reshape(shape)
+        return dy.reshape(shape) if input_grad else None
 
 
 class _BatchNorm(Module):
@@ -517,12 +511,12 @@ class _BatchNorm(Module):
         self._forward_state = (kernels, cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         kernels, cache = self._saved()
         dx, dgamma, dbeta = kernels.batchnorm_backward(dy, cache)
         self.weight.add_grad(dgamma)
         self.bias.add_grad(dbeta)
-        return dx
+        return dx if input_grad else None
 
     def extra_repr(self):
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
@@ -565,8 +559,10 @@ class Dropout(Module):
         self._forward_state = (kernels, cache)
         return y
 
-    def backward(self, dy):
+    def backward(self, dy, input_grad=True):
         kernels, cache = self._saved()
+        if not input_grad:
+            return None
         return dy if kernels is None else kernels.dropout_backward(dy, cache)
 
     def extra_repr(self):

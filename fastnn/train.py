@@ -32,7 +32,6 @@ from . import checkpoint as ckpt
 from .backend import resolve
 from .losses import CrossEntropyLoss
 from .models import MODELS
-from .nn import Sequential
 from .optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
@@ -110,10 +109,7 @@ def train_epoch(model, loader, criterion, optimizer, *, progress=True, desc="tra
             if not math.isfinite(value):
                 raise TrainingDiverged(epoch, step, f"the loss is {value}")
             optimizer.zero_grad()
-            if isinstance(model, Sequential):  # the input is data: no use for its gradient
-                model.backward(loss.backward(), input_grad=False)
-            else:
-                model.backward(loss.backward())
+            model.backward(loss.backward(), input_grad=False)  # the input is data
             optimizer.step()
             totals.loss_sum += value * len(y)
             totals.correct += int(np.count_nonzero(output.argmax(axis=1) == y))

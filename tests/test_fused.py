@@ -1,5 +1,6 @@
 """Sequential's fused Conv2d, [ReLU], MaxPool2d steps: the same numbers as the layers one by one,
-and ``backward(dy, input_grad=False)`` giving the same parameter gradients without d(input)."""
+and ``backward(dy, input_grad=False)`` giving the same parameter gradients without d(input), for
+these and for every other layer."""
 import numpy as np
 import pytest
 
@@ -67,3 +68,46 @@ def test_eval_mode_forward_keeps_nothing_for_backward():
     np.testing.assert_allclose(y, layer_by_layer(model, x, np.ones(y.shape))[0], rtol=1e-12, atol=1e-12)
     with pytest.raises(RuntimeError, match="eval"):
         model.backward(np.ones(y.shape))
+
+
+def every_layer_model(backend):
+    """Flatten, a nested Sequential (Linear, BatchNorm1d, ReLU, Dropout), Linear: one of each kind
+    of step ``Sequential.backward`` meets, with a parameter-free step before the first Linear."""
+    rng = np.random.default_rng(4)
+    inner = nn.Sequential(nn.Linear(12, 6, rng=rng, dtype=np.float64, backend=backend),
+                          nn.BatchNorm1d(6, dtype=np.float64, backend=backend), nn.ReLU(backend=backend),
+                          nn.Dropout(0.3, rng=5, backend=backend))
+    return nn.Sequential(nn.Flatten(), inner, nn.Linear(6, 3, rng=rng, dtype=np.float64, backend=backend))
+
+
+@pytest.mark.parametrize("backend", ["reference", "jit"])
+@pytest.mark.parametrize("make", [every_layer_model, lambda backend: nn.Sequential(
+    nn.Conv2d(1, 2, 3, rng=6, dtype=np.float64, backend=backend), nn.ReLU(backend=backend), nn.Flatten(),
+    nn.Linear(2 * 1 * 2, 3, rng=7, dtype=np.float64, backend=backend))], ids=["mlp", "conv-unfused"])
+def test_every_layer_gives_the_same_parameter_gradients_without_input_grad(backend, make):
+    x = np.random.default_rng(8).standard_normal((5, 1, 3, 4))
+    grads = []
+    for input_grad in (True, False):
+        model = make(backend)
+        y = model(x)
+        dx = model.backward(np.linspace(-1, 1, y.size).reshape(y.shape), input_grad=input_grad)
+        assert (dx is None) == (not input_grad)
+        grads.append([p.grad for p in model.parameters()])
+    for got, want in zip(*grads, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_the_first_linear_is_asked_to_skip_its_input_gradient(monkeypatch):
+    """The saving itself: Sequential passes input_grad=False down to the kernel of the first
+    layer with Parameters, and to no other."""
+    from fastnn.kernels import vectorized
+
+    asked = []
+    real = vectorized.linear_backward
+    monkeypatch.setattr(vectorized, "linear_backward",
+                        lambda dy, cache, input_grad=True: asked.append(input_grad) or real(dy, cache, input_grad))
+    from fastnn import kernels
+    monkeypatch.setattr(kernels, "_namespaces", {})
+    model = every_layer_model("vectorized")
+    model.backward(np.ones(model(np.ones((4, 12))).shape), input_grad=False)
+    assert asked == [True, False]   # the last Linear, then the first one

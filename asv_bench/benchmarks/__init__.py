@@ -10,3 +10,5 @@ THREADS = 2
 
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_variable] = str(THREADS)
+
+import fastnn  # noqa: E402,F401  (before NumPy too: fastnn's own thread policy, see its docstring)

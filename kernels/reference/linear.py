@@ -20,19 +20,21 @@ def linear_forward(x, w, b):
     return y, (x, w)
 
 
-def linear_backward(dy, cache):
+def linear_backward(dy, cache, input_grad=True):
     """Gradients of linear_forward.
 
     dy (N, F)  ->  dx (N, D), dw (D, F), db (F,)
     dx[n] = w @ dy[n];   dw = sum over n of outer(x[n], dy[n]);   db = sum over n of dy[n]
+    ``input_grad=False``: dx is not computed and is None (the input is data).
     """
     x, w = cache
     N = x.shape[0]
-    dx = np.empty(x.shape, dtype=x.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
     dw = np.zeros(w.shape, dtype=x.dtype)
     db = np.zeros(w.shape[1], dtype=x.dtype)
     for n in range(N):
-        dx[n] = w @ dy[n]
+        if input_grad:
+            dx[n] = w @ dy[n]
         dw += np.outer(x[n], dy[n])
         db += dy[n]
     return dx, dw, db

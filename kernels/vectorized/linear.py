@@ -12,10 +12,10 @@ def linear_forward(x, w, b):
     return y, (x, w)
 
 
-def linear_backward(dy, cache):
-    """dy (N, F) -> dx (N, D), dw (D, F), db (F,)."""
+def linear_backward(dy, cache, input_grad=True):
+    """dy (N, F) -> dx (N, D) (None if not ``input_grad``), dw (D, F), db (F,)."""
     x, w = cache
-    dx = dy @ w.T
+    dx = dy @ w.T if input_grad else None
     dw = x.T @ dy
     db = dy.sum(axis=0)
     return dx, dw, db
