@@ -1,19 +1,28 @@
 """fastnn: neural networks from scratch in NumPy and Numba, PyTorch-shaped, no autograd.
 
 Threads. A training step alternates OpenBLAS products (linear layers) with Numba's parallel
-kernels (convolutions, pooling), each on its own pool of threads. By default an idle OpenBLAS
-thread spins for about 2**28 cycles (a tenth of a second) waiting for more work, holding a
-core the next Numba kernel needs: lenet's convolutions then run at half speed. Idle threads
-that give up the core at once cost nothing measurable to the products, so
-``OPENBLAS_THREAD_TIMEOUT`` defaults to 4 (2**4 cycles) here, unless it is set already.
-OpenBLAS reads it when NumPy is first imported, so it takes effect only when fastnn is
-imported before NumPy (as the ``fastnn`` command, the scripts and the benchmarks do); a
-program that imports NumPy first should set it in its environment. (Numba's own idle threads
-are told to sleep too: ``OMP_WAIT_POLICY``, see ``fastnn.kernels.jit``.)
+kernels (convolutions, pooling), each running on its own pool of threads, and what the idle
+threads of one pool do decides how fast the other runs. fastnn sets three defaults here
+(only where the variable is not set already), measured on 2 cores:
+
+- ``OPENBLAS_THREAD_TIMEOUT=4``: an idle OpenBLAS thread sleeps after 2**4 cycles instead of
+  spinning for 2**28 (a tenth of a second) and holding a core the next Numba kernel needs;
+  that spinning halved the speed of lenet's convolutions.
+- ``OMP_WAIT_POLICY=ACTIVE`` with ``GOMP_SPINCOUNT=10000``: Numba's idle threads spin briefly
+  (some microseconds) before they sleep, so back-to-back kernels do not pay the ~50 us wake-up
+  of a sleeping thread, while a thread never spins long enough to slow an OpenBLAS product or
+  another process. (Always sleeping cost seed_cnn a quarter of its speed at batch 64;
+  spinning without limit halved lenet's.)
+
+OpenBLAS reads its variable when NumPy is first imported, so it takes effect only when fastnn
+is imported before NumPy (as the ``fastnn`` command, the scripts and the benchmarks do); a
+program that imports NumPy first should set it in its environment.
 """
 import os
 
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+for _variable, _value in (("OPENBLAS_THREAD_TIMEOUT", "4"), ("OMP_WAIT_POLICY", "ACTIVE"),
+                          ("GOMP_SPINCOUNT", "10000")):
+    os.environ.setdefault(_variable, _value)
 
 from . import kernels, losses, models, nn, optim  # noqa: E402
 from .backend import use_backend  # noqa: E402

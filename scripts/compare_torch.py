@@ -252,6 +252,11 @@ def main(argv=None):
     if args.limit is not None and args.limit < max(args.batch_sizes) * 2:
         parser.error(f"--limit must be at least twice the largest batch size, got {args.limit}")
 
+    try:  # once here, so that missing data is one clear error rather than one per worker
+        load_mnist()
+    except (OSError, RuntimeError, ValueError) as exc:
+        parser.exit(1, f"compare_torch.py: cannot load MNIST: {exc}\n")
+
     print(machine_note())
     frameworks = ["fastnn"]
     if args.no_torch:

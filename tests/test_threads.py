@@ -1,22 +1,30 @@
-"""fastnn's thread policy: idle OpenBLAS threads give up their core at once (see fastnn's
-docstring), unless the user chose otherwise; it has to be in place before NumPy loads OpenBLAS."""
+"""fastnn's thread defaults (see fastnn's docstring): set on import unless the user chose
+otherwise, and in place before NumPy loads OpenBLAS."""
+import json
 import os
 import subprocess
 import sys
 
-import pytest
 
-PROBE = ("import os, sys; import fastnn; "
-         "print(os.environ.get('OPENBLAS_THREAD_TIMEOUT'), 'numpy' in sys.modules)")
+DEFAULTS = {"OPENBLAS_THREAD_TIMEOUT": "4", "OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "10000"}
+PROBE = ("import json, os, sys; import fastnn; "
+         f"print(json.dumps([{{k: os.environ.get(k) for k in {list(DEFAULTS)}}}, 'numpy' in sys.modules]))")
 
 
-@pytest.mark.parametrize("preset, expected", [(None, "4"), ("30", "30")])
-def test_openblas_idle_threads_sleep_unless_the_user_set_a_timeout(preset, expected):
-    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_THREAD_TIMEOUT"}
-    if preset is not None:
-        env["OPENBLAS_THREAD_TIMEOUT"] = preset
+def fastnn_environment(preset):
+    env = {k: v for k, v in os.environ.items() if k not in DEFAULTS}
+    env.update(preset)
     out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == [expected, "True"]
+    return json.loads(out.stdout)
+
+
+def test_thread_defaults_are_set_when_fastnn_is_imported():
+    assert fastnn_environment({}) == [DEFAULTS, True]
+
+
+def test_a_variable_the_user_set_is_left_alone():
+    chosen = {"OPENBLAS_THREAD_TIMEOUT": "30", "OMP_WAIT_POLICY": "PASSIVE"}
+    assert fastnn_environment(chosen) == [{**DEFAULTS, **chosen}, True]
 
 
 def test_the_benchmarks_import_fastnn_before_numpy():

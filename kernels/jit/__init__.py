@@ -6,31 +6,25 @@ Nothing compiles at import. Each kernel compiles at its first call for the dtype
 directory follows ``NUMBA_CACHE_DIR``), so later processes load it instead of compiling.
 ``warm_up`` compiles or loads every kernel for one dtype ahead of time.
 
-Threads. The parallel kernels run on Numba's OpenMP pool. By default its idle threads spin,
-waiting for the next parallel loop; when other processes keep the cores busy, a spinning
-thread holds a core its partner needs, and a kernel of a fraction of a millisecond was seen
-to take 10-100 ms. Idle threads that sleep instead cost a few microseconds per kernel, so
-``OMP_WAIT_POLICY`` defaults to ``PASSIVE`` here, unless it is set already. (It must be set
-before the first parallel kernel loads OpenMP, hence at import.)
+Threads: the parallel kernels run on Numba's OpenMP pool; how its idle threads wait is set
+with fastnn's other thread defaults (see ``fastnn``'s docstring).
 """
-import os
+import numpy as np
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-import numpy as np  # noqa: E402
-
-from .conv2d import conv2d_backward, conv2d_forward  # noqa: E402
-from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward  # noqa: E402
-from .maxpool2d import maxpool2d_backward, maxpool2d_forward  # noqa: E402
-from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward  # noqa: E402
+from .conv2d import conv2d_backward, conv2d_forward
+from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
+from .maxpool2d import maxpool2d_backward, maxpool2d_forward
+from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 
 def warm_up(dtype=np.float32):
     """Compile (or load from the disk cache) every jit kernel for ``dtype`` on tiny inputs."""
     dtype = np.dtype(dtype)
-    x = np.ones((1, 1, 4, 4), dtype)
-    y, cache = conv2d_forward(x, np.ones((1, 1, 3, 3), dtype), np.zeros(1, dtype), stride=1, pad=1)
+    x, w, b = np.ones((1, 1, 4, 4), dtype), np.ones((1, 1, 3, 3), dtype), np.zeros(1, dtype)
+    y, cache = conv2d_forward(x, w, b, stride=1, pad=1)
     conv2d_backward(y, cache)
+    y, cache = conv2d_maxpool2d_forward(x, w, b, stride=1, pad=1, size=2, relu=True)
+    conv2d_maxpool2d_backward(y, cache)
     y, cache = maxpool2d_forward(x, 2)
     maxpool2d_backward(y, cache)
     loss, cache = softmax_cross_entropy_forward(np.zeros((1, 2), dtype), np.zeros(1, np.int64))
