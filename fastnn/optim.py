@@ -1,7 +1,8 @@
 """Optimizers (SGD, Adam, AdamW) and learning-rate schedules, with PyTorch's update rules.
 
 ``optimizer.step()`` updates every Parameter that has a gradient, in place (a float32 parameter
-stays float32). ``.lr`` is a plain attribute, which the schedules set once per epoch.
+stays float32), with the kernels ``sgd_update`` / ``adam_update`` of the backend chosen as for
+layers (``backend=``, else the one in force at the step, see ``fastnn.backend``). ``.lr`` is a plain attribute, which the schedules set once per epoch.
 ``state_dict()`` is a flat ``dict[str, ndarray]`` (scalars as 0-d arrays) that ``np.savez`` can
 store; ``load_state_dict`` checks every key and shape before changing anything.
 """
@@ -9,7 +10,8 @@ import math
 
 import numpy as np
 
-from .nn import Parameter
+from .backend import ops
+from .nn import Parameter, _check_backend
 
 
 def _check_nonnegative(**values):
@@ -46,7 +48,8 @@ class Optimizer:
 
     hyperparameters = ("lr",)
 
-    def __init__(self, params, lr):
+    def __init__(self, params, lr, backend=None):
+        self.backend = _check_backend(backend)
         self.params = list(params)
         if not self.params:
             raise ValueError("params is empty: the optimizer has nothing to update")
@@ -127,8 +130,8 @@ class SGD(Optimizer):
 
     hyperparameters = ("lr", "momentum", "nesterov", "weight_decay")
 
-    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0):
-        super().__init__(params, lr)
+    def __init__(self, params, lr, momentum=0.0, nesterov=False, weight_decay=0.0, *, backend=None):
+        super().__init__(params, lr, backend)
         _check_nonnegative(momentum=momentum, weight_decay=weight_decay)
         if nesterov and momentum == 0:
             raise ValueError("nesterov=True needs momentum > 0")
@@ -138,17 +141,11 @@ class SGD(Optimizer):
         return {"momentum_buffer": np.zeros_like(w)}
 
     def _update(self, w, g, state):
-        if self.weight_decay:
-            g = g + self.weight_decay * w
-        if self.momentum:
-            if "momentum_buffer" in state:
-                buf = state["momentum_buffer"]
-                buf *= self.momentum
-                buf += g
-            else:
-                buf = state["momentum_buffer"] = g.astype(w.dtype)
-            g = g + self.momentum * buf if self.nesterov else buf
-        w -= self.lr * g
+        first = "momentum_buffer" not in state
+        if self.momentum and first:
+            state["momentum_buffer"] = np.empty_like(w)
+        ops(self.backend).sgd_update(w, g, state.get("momentum_buffer"), self.lr, self.momentum, self.nesterov,
+                                     self.weight_decay, first)
 
 
 class Adam(Optimizer):
@@ -162,8 +159,8 @@ class Adam(Optimizer):
     hyperparameters = ("lr", "betas", "eps", "weight_decay")
     decoupled_weight_decay = False
 
-    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
-        super().__init__(params, lr)
+    def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, *, backend=None):
+        super().__init__(params, lr, backend)
         beta1, beta2 = betas
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
             raise ValueError(f"betas must lie in [0, 1), got {betas!r}")
@@ -174,21 +171,12 @@ class Adam(Optimizer):
         return {"step": 0, "exp_avg": np.zeros_like(w), "exp_avg_sq": np.zeros_like(w)}
 
     def _update(self, w, g, state):
-        if self.decoupled_weight_decay:
-            w *= 1 - self.lr * self.weight_decay
-        elif self.weight_decay:
-            g = g + self.weight_decay * w
         if not state:
             state.update(self._state_template(w))
         state["step"] += 1
         beta1, beta2 = self.betas
-        m, v, t = state["exp_avg"], state["exp_avg_sq"], state["step"]
-        m *= beta1
-        m += (1 - beta1) * g
-        v *= beta2
-        v += (1 - beta2) * (g * g)
-        denominator = np.sqrt(v) / math.sqrt(1 - beta2 ** t) + self.eps
-        w -= (self.lr / (1 - beta1 ** t)) * m / denominator
+        ops(self.backend).adam_update(w, g, state["exp_avg"], state["exp_avg_sq"], state["step"], self.lr, beta1,
+                                      beta2, self.eps, self.weight_decay, self.decoupled_weight_decay)
 
 
 class AdamW(Adam):

@@ -23,6 +23,7 @@ OPS = (
     "batchnorm_forward", "batchnorm_backward",
     "dropout_forward", "dropout_backward",
     "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",   # fused: conv, [ReLU], max-pool
+    "sgd_update", "adam_update",                               # optimizer steps, in place
 )
 
 FALLBACK = {"jit": "vectorized"}

@@ -28,6 +28,11 @@ import subprocess
 import sys
 import time
 
+if sys.argv[1:3] == ["--worker", "torch"]:
+    # A PyTorch measurement (see run_worker): PyTorch's OpenMP reads its settings when torch is
+    # imported, so that happens before importing fastnn puts fastnn's thread defaults in place.
+    import torch  # noqa: F401
+
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent.parent / "asv_bench"))
 import benchmarks  # noqa: E402  (first: it fixes 2 threads before NumPy and Numba start)
 
@@ -191,7 +196,11 @@ def run_worker(framework, task, model, batch, args):
     if args.limit is not None:
         command += ["--limit", str(args.limit)]
     label = f"  {framework:6} {task:9} {model:15} batch {batch:4}:"
-    finished = subprocess.run(command, capture_output=True, text=True)
+    # PyTorch runs in the user's environment, not under fastnn's thread defaults (its OpenMP
+    # threads would obey them too): only the thread counts are shared. Its worker imports torch
+    # before fastnn, which would set them again.
+    env = benchmarks.ENVIRONMENT_WITHOUT_FASTNN if framework == "torch" else None
+    finished = subprocess.run(command, capture_output=True, text=True, env=env)
     if finished.returncode != 0:
         print(f"{label} failed\n{finished.stderr}", file=sys.stderr, flush=True)
         return None

@@ -15,11 +15,11 @@ import json
 import numpy as np
 from numba.core.registry import CPUDispatcher
 import fastnn.kernels.jit as jit
-from fastnn.kernels.jit import conv2d, fused, maxpool2d, softmax_cross_entropy
+from fastnn.kernels.jit import conv2d, fused, maxpool2d, optim, softmax_cross_entropy
 
 jit.warm_up(np.float32)
 stats = {}
-for module in (conv2d, fused, maxpool2d, softmax_cross_entropy):
+for module in (conv2d, fused, maxpool2d, optim, softmax_cross_entropy):
     for name, obj in vars(module).items():
         if isinstance(obj, CPUDispatcher):
             stats[module.__name__ + "." + name] = {
@@ -29,7 +29,7 @@ for module in (conv2d, fused, maxpool2d, softmax_cross_entropy):
 print(json.dumps(stats))
 """
 
-MODULES = ("conv2d", "fused", "maxpool2d", "softmax_cross_entropy")
+MODULES = ("conv2d", "fused", "maxpool2d", "optim", "softmax_cross_entropy")
 
 
 def run_warm_up(cache_dir):

@@ -187,3 +187,50 @@ def test_conv2d_maxpool2d_for_inference_gives_the_same_output(backend, seed):
     y, _ = getattr(kernels.get(backend), "conv2d_maxpool2d_forward")(**inputs, need_backward=False)
     expected = reference_results("conv2d_maxpool2d", seed, "float32")
     assert_matches(backend, "conv2d_maxpool2d", inputs, {"y": y}, {"y": expected["y"]}, "float32")
+
+
+# --- optimizer updates (in place) ---------------------------------------------------------------
+
+def optimizer_update_cases():
+    """(shape, dtype, options) for the jit-vs-reference update checks: odd sizes, one element, a
+    size the two threads split unevenly, every rule option."""
+    shapes = [(1,), (7,), (3, 5), (784, 513), (2, 3, 3, 3)]
+    options = [dict(kind="sgd", momentum=0.0), dict(kind="sgd", momentum=0.9),
+               dict(kind="sgd", momentum=0.9, nesterov=True, weight_decay=0.01),
+               dict(kind="adam"), dict(kind="adam", weight_decay=0.01),
+               dict(kind="adam", weight_decay=0.01, decoupled_weight_decay=True)]
+    return [(shape, dtype, option) for shape in shapes for dtype in ("float32", "float64") for option in options]
+
+
+def three_steps(ops, shape, dtype, option, transpose=False):
+    """w and the state after three updates by ``ops`` from one random start and gradients."""
+    rng = np.random.default_rng(sum(shape))
+    w = rng.standard_normal(shape).astype(dtype)
+    w = w.T.copy().T if transpose else w   # transpose: a parameter that is not C-contiguous
+    state = [np.zeros_like(w), np.zeros_like(w)]
+    option = dict(option)
+    kind = option.pop("kind")
+    for step in range(1, 4):
+        grad = rng.standard_normal(shape).astype(dtype)
+        if kind == "sgd":
+            ops.sgd_update(w, grad, state[0], 0.05, first=step == 1, **option)
+        else:
+            ops.adam_update(w, grad, state[0], state[1], step, 0.05, **option)
+    return w, state
+
+
+@pytest.mark.parametrize("shape, dtype, option", optimizer_update_cases(), ids=str)
+def test_jit_optimizer_updates_match_the_reference_exactly(shape, dtype, option):
+    """The same float operations in the same order: the same bits."""
+    got = three_steps(kernels.get("jit"), shape, dtype, option)
+    want = three_steps(kernels.get("reference"), shape, dtype, option)
+    assert got[0].dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(got[0], want[0])
+    np.testing.assert_array_equal(got[1], want[1])
+
+
+@pytest.mark.parametrize("option", [dict(kind="sgd", momentum=0.9), dict(kind="adam")], ids=str)
+def test_jit_optimizer_updates_a_parameter_that_is_not_contiguous_in_place(option):
+    got = three_steps(kernels.get("jit"), (5, 4), "float32", option, transpose=True)
+    want = three_steps(kernels.get("reference"), (5, 4), "float32", option)
+    np.testing.assert_array_equal(got[0], want[0])

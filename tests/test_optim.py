@@ -1,15 +1,24 @@
-"""fastnn.optim: every update rule against values worked out from the published (PyTorch) formulas.
+"""fastnn.optim: every update rule against values worked out from the published (PyTorch) formulas,
+in every backend (the jit update kernels meet the reference ones on many shapes in
+test_kernels_parity.py).
 
-Each test drives one scalar parameter w = 1 through two steps with chosen gradients g1 = 1.0 and
-g2 = 0.5 (set by hand, so the arithmetic below is all there is to check).
+Each rule test drives one scalar parameter w = 1 through two steps with chosen gradients g1 = 1.0
+and g2 = 0.5 (set by hand, so the arithmetic below is all there is to check).
 """
 import math
 
 import numpy as np
 import pytest
 
-from fastnn import optim
+from fastnn import kernels, optim, use_backend
 from fastnn.nn import Parameter
+
+
+@pytest.fixture(autouse=True, params=kernels.BACKENDS)
+def backend(request):
+    """Every test runs with each backend's update kernels."""
+    with use_backend(request.param):
+        yield request.param
 
 
 def run(optimizer_class, grads=(1.0, 0.5), w0=1.0, **options):
@@ -263,3 +272,4 @@ def test_bad_schedule_arguments_raise():
         optim.StepLR(opt, step_size=0)
     with pytest.raises(ValueError, match="T_max"):
         optim.CosineAnnealingLR(opt, T_max=0)
+

@@ -11,4 +11,7 @@ THREADS = 2
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_variable] = str(THREADS)
 
-import fastnn  # noqa: E402,F401  (before NumPy too: fastnn's own thread policy, see its docstring)
+# The environment without fastnn's thread defaults: what another framework is measured in.
+ENVIRONMENT_WITHOUT_FASTNN = dict(os.environ)
+
+import fastnn  # noqa: E402,F401  (before NumPy too: fastnn's own thread defaults, see its docstring)

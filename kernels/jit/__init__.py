@@ -1,4 +1,5 @@
-"""The ``jit`` backend: Numba kernels for conv2d, max-pooling and softmax cross-entropy.
+"""The ``jit`` backend: Numba kernels for conv2d, max-pooling, softmax cross-entropy, the fused
+conv-pool step and the optimizer updates.
 
 Every other op is served by the ``vectorized`` backend (see ``fastnn.kernels.provider``).
 Nothing compiles at import. Each kernel compiles at its first call for the dtype it is given
@@ -14,6 +15,7 @@ import numpy as np
 from .conv2d import conv2d_backward, conv2d_forward
 from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
+from .optim import adam_update, sgd_update
 from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 
@@ -29,3 +31,6 @@ def warm_up(dtype=np.float32):
     maxpool2d_backward(y, cache)
     loss, cache = softmax_cross_entropy_forward(np.zeros((1, 2), dtype), np.zeros(1, np.int64))
     softmax_cross_entropy_backward(loss, cache)
+    w = np.zeros(2, dtype)
+    sgd_update(w, np.ones(2, dtype), np.zeros(2, dtype), 0.1, momentum=0.9)
+    adam_update(w, np.ones(2, dtype), np.zeros(2, dtype), np.zeros(2, dtype), 1, 0.1)

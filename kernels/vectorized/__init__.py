@@ -6,6 +6,7 @@ from .dropout import dropout_backward, dropout_forward
 from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
 from .linear import linear_backward, linear_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
+from .optim import adam_update, sgd_update
 from .relu import relu_backward, relu_forward
 from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
@@ -18,4 +19,5 @@ __all__ = [
     "batchnorm_forward", "batchnorm_backward",
     "dropout_forward", "dropout_backward",
     "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",
+    "sgd_update", "adam_update",
 ]
