@@ -234,3 +234,31 @@ def test_jit_optimizer_updates_a_parameter_that_is_not_contiguous_in_place(optio
     got = three_steps(kernels.get("jit"), (5, 4), "float32", option, transpose=True)
     want = three_steps(kernels.get("reference"), (5, 4), "float32", option)
     np.testing.assert_array_equal(got[0], want[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("kind", ["sgd", "adam"])
+def test_jit_optimizer_updates_flush_subnormal_state_like_the_reference(kind, dtype):
+    """State values around the smallest normal number, zero gradients for some entries: the same
+    values become zero in both backends, bit for bit."""
+    tiny = np.finfo(dtype).tiny
+    rng = np.random.default_rng(7)
+    results = {}
+    for backend in ("jit", "reference"):
+        ops = kernels.get(backend)
+        w = rng.standard_normal(1000).astype(dtype)
+        grad = np.where(np.arange(1000) % 2 == 0, 0, tiny * rng.uniform(-1, 1, 1000)).astype(dtype)
+        state = [(tiny * rng.uniform(0.2, 3, 1000) * rng.choice([-1, 1], 1000)).astype(dtype),
+                 (tiny * rng.uniform(0.2, 3, 1000)).astype(dtype)]
+        for step in range(1, 4):
+            if kind == "sgd":
+                ops.sgd_update(w, grad, state[0], 0.05, momentum=0.9)
+            else:
+                ops.adam_update(w, grad, state[0], state[1], step, 0.05)
+        results[backend] = (w, state)
+        rng = np.random.default_rng(7)
+    (w, state), (want_w, want_state) = results["jit"], results["reference"]
+    np.testing.assert_array_equal(w, want_w)
+    np.testing.assert_array_equal(state[0], want_state[0])
+    np.testing.assert_array_equal(state[1], want_state[1])
+    assert np.count_nonzero(state[0] == 0) > 100  # the flush happened

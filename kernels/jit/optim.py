@@ -5,7 +5,8 @@ of w and of the state is read once and written once. One thread: the updates are
 memory, and at these sizes a parallel loop's thread wake-ups cost more than they save (with
 two threads, mlp's training epoch was 10% slower). The scalars (such as 1 - beta1) are
 computed in float64 and cast to w's dtype, so a float32 parameter is updated in float32
-arithmetic, operation for operation as in NumPy. Arrays that are not C-contiguous (whose flat
+arithmetic, operation for operation as in NumPy; state values below the smallest normal number
+become zero, as in the reference (see there why). Arrays that are not C-contiguous (whose flat
 view would be a copy) are updated by the reference rule instead.
 """
 import math
@@ -18,27 +19,36 @@ from ._config import CACHE
 
 
 @njit(cache=CACHE)
-def _sgd(w, grad, buf, lr, momentum, nesterov, weight_decay, first):
+def _sgd(w, grad, buf, lr, momentum, nesterov, weight_decay, first, tiny):
+    zero = w.dtype.type(0)
     for i in range(w.size):
         g = grad[i] + weight_decay * w[i] if weight_decay != 0 else grad[i]
         if momentum != 0:
             b = g if first else momentum * buf[i] + g
+            if abs(b) < tiny:
+                b = zero
             buf[i] = b
             g = g + momentum * b if nesterov else b
         w[i] -= lr * g
 
 
 @njit(cache=CACHE)
-def _adam(w, grad, m, v, beta1, rest1, beta2, rest2, eps, weight_decay, decay, bias2, step_size):
+def _adam(w, grad, m, v, beta1, rest1, beta2, rest2, eps, weight_decay, decay, bias2, step_size, tiny):
+    zero = w.dtype.type(0)
     for i in range(w.size):
         g = grad[i]
         if decay != 0:                      # AdamW: w * (1 - lr * weight_decay)
             w[i] *= decay
         elif weight_decay != 0:
             g = g + weight_decay * w[i]
-        m[i] = beta1 * m[i] + rest1 * g
-        v[i] = beta2 * v[i] + rest2 * (g * g)
-        w[i] -= step_size * m[i] / (np.sqrt(v[i]) / bias2 + eps)
+        m_i = beta1 * m[i] + rest1 * g
+        v_i = beta2 * v[i] + rest2 * (g * g)
+        if abs(m_i) < tiny:
+            m_i = zero
+        if abs(v_i) < tiny:
+            v_i = zero
+        m[i], v[i] = m_i, v_i
+        w[i] -= step_size * m_i / (np.sqrt(v_i) / bias2 + eps)
 
 
 def _flat(*arrays):
@@ -57,7 +67,7 @@ def sgd_update(w, grad, buf, lr, momentum=0.0, nesterov=False, weight_decay=0.0,
         return reference_optim.sgd_update(w, grad, buf, lr, momentum, nesterov, weight_decay, first)
     cast = w.dtype.type
     _sgd(flat[0], np.ascontiguousarray(grad, w.dtype).reshape(-1), flat[1], cast(lr), cast(momentum),
-         bool(nesterov), cast(weight_decay), bool(first))
+         bool(nesterov), cast(weight_decay), bool(first), np.finfo(w.dtype).tiny)
 
 
 def adam_update(w, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
@@ -72,4 +82,4 @@ def adam_update(w, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, 
     _adam(flat[0], np.ascontiguousarray(grad, w.dtype).reshape(-1), flat[1], flat[2],
           cast(beta1), cast(1 - beta1), cast(beta2), cast(1 - beta2), cast(eps),
           cast(0.0 if decoupled_weight_decay else weight_decay), cast(decay),
-          cast(math.sqrt(1 - beta2 ** step)), cast(lr / (1 - beta1 ** step)))
+          cast(math.sqrt(1 - beta2 ** step)), cast(lr / (1 - beta1 ** step)), np.finfo(w.dtype).tiny)
