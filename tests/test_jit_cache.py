@@ -69,3 +69,41 @@ def test_second_process_loads_every_kernel_from_the_disk_cache(tmp_path):
         assert any(name.split(".")[-2] == module for name in second), (module, second)
     assert all(s["hits"] > 0 and s["misses"] == 0 for s in second.values()), second
     assert cache_files(cache_dir) == files
+
+
+COMPILE_FUSED_AND_REPORT = """
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+from kernels_copy.jit import fused
+x, w, b = np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 3, 3), np.float32), np.zeros(1, np.float32)
+fused.conv2d_maxpool2d_forward(x, w, b, stride=1, pad=1, size=2, relu=True)
+stats = fused._forward.stats
+print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))
+"""
+
+
+def test_an_edit_to_a_kernel_file_recompiles_the_kernels_that_inline_it(tmp_path):
+    """fused.py's kernels compile conv2d.py's loops into themselves, and Numba's cache checks only
+    fused.py's own time stamp: after conv2d.py changes, fused's cached kernels must not be
+    loaded. A copy of the kernels package stands in for an installed one that gets edited."""
+    import shutil
+
+    import fastnn.kernels
+
+    source = tmp_path / "src"
+    shutil.copytree(os.path.dirname(fastnn.kernels.__file__), source / "kernels_copy",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "numba-cache"))
+
+    def compile_fused():
+        done = subprocess.run([sys.executable, "-c", COMPILE_FUSED_AND_REPORT, str(source)], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    assert compile_fused()["misses"] > 0
+    assert compile_fused() == {"hits": 1, "misses": 0}       # unchanged sources: loaded
+    with open(source / "kernels_copy" / "jit" / "conv2d.py", "a") as f:
+        f.write("\n# an edit\n")
+    assert compile_fused() == {"hits": 0, "misses": 1}       # conv2d.py changed: compiled anew
