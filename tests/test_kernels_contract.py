@@ -112,6 +112,42 @@ def test_maxpool_tie_goes_to_first_maximum_random(backend, dtype, size, stride):
     np.testing.assert_allclose(dx, first_maximum_gradient(x, dy, size, stride or size), rtol=1e-6, atol=1e-6)
 
 
+def first_maximum_or_nan_gradient(x, dy, size, stride):
+    """dx of max-pooling when NaN counts as larger than any number: each window's gradient at its
+    first NaN, or, without one, at its first maximum."""
+    dx = np.zeros(x.shape)
+    for n, c, i, j in np.ndindex(dy.shape):
+        window = x[n, c, i * stride:i * stride + size, j * stride:j * stride + size].ravel()
+        nans = np.flatnonzero(np.isnan(window))
+        first = nans[0] if len(nans) else np.flatnonzero(window == window.max())[0]
+        dx[n, c, i * stride + first // size, j * stride + first % size] += dy[n, c, i, j]
+    return dx
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 2, 7, 9)], ids=str)
+@pytest.mark.parametrize("size, stride", [(2, None), (3, 2)])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["reference", "jit"])
+def test_maxpool_nan_wins_its_window_and_takes_the_gradient(backend, dtype, size, stride, shape):
+    """A window holding NaN gives NaN, and its gradient goes to its first NaN (ties among the
+    numbers as before). The vectorized backend leaves NaN's gradient to NumPy's argmax order."""
+    rng = np.random.default_rng(sum(shape) + size)
+    x = rng.integers(0, 3, size=shape).astype(dtype)
+    x[rng.random(shape) < 0.15] = np.nan
+    ops = kernels.get(backend)
+    y, cache = ops.maxpool2d_forward(x, size, stride)
+    dy = rng.standard_normal(y.shape).astype(dtype)
+    dx = ops.maxpool2d_backward(dy, cache)
+    stride = stride or size
+    expected_y = np.empty(y.shape)
+    for n, c, i, j in np.ndindex(y.shape):
+        window = x[n, c, i * stride:i * stride + size, j * stride:j * stride + size]
+        expected_y[n, c, i, j] = np.nan if np.isnan(window).any() else window.max()
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_allclose(dx, first_maximum_or_nan_gradient(x, dy, size, stride), rtol=1e-6, atol=1e-6)
+
+
 # --- softmax cross-entropy at extreme logits ---------------------------------------------------
 
 # (logits, labels, loss, softmax) worked out by hand: exp(-1e4) and exp(-2e8) are 0 in floating point.
