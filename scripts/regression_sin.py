@@ -14,8 +14,8 @@ import argparse
 import time
 from pathlib import Path
 
+import fastnn  # noqa: F401  (before NumPy: fastnn's thread defaults, see its docstring)
 import numpy as np
-
 from fastnn import nn
 from fastnn.evaluate import markdown_table, write_csv
 from fastnn.losses import MSELoss

@@ -16,8 +16,8 @@ confusion_matrix.png; prints the per-epoch table, the history in Markdown and th
 import argparse
 from pathlib import Path
 
+import fastnn  # noqa: F401  (before NumPy: fastnn's thread defaults, see its docstring)
 import numpy as np
-
 from fastnn import nn
 from fastnn.data import DataLoader, load_image_folder
 from fastnn.evaluate import confusion_matrix, markdown_table, predict, write_csv
