@@ -418,10 +418,10 @@ class Conv2d(Module):
     def backward(self, dy, input_grad=True):
         """dy (N, F, OH, OW) -> dx (N, C, H, W); accumulates weight.grad and bias.grad."""
         kernels, cache = self._saved()
-        dx, dw, db = kernels.conv2d_backward(dy, cache)
+        dx, dw, db = kernels.conv2d_backward(dy, cache, input_grad)
         self.weight.add_grad(dw)
         self.bias.add_grad(db)
-        return dx if input_grad else None
+        return dx
 
     def extra_repr(self):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "

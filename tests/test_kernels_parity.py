@@ -182,6 +182,19 @@ def test_linear_without_input_grad_gives_the_same_parameter_gradients(backend, s
 
 @pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
+def test_conv2d_without_input_grad_gives_the_same_parameter_gradients(backend, seed):
+    ops = kernels.get(backend)
+    inputs, dy = kernel_cases.case("conv2d", seed, "float64")
+    _, cache = ops.conv2d_forward(**inputs)
+    dx, dw, db = ops.conv2d_backward(dy, cache, input_grad=False)
+    expected = reference_results("conv2d", seed, "float64")
+    assert dx is None
+    assert_matches(backend, "conv2d", inputs, {"dw": dw, "db": db},
+                   {"dw": expected["dw"], "db": expected["db"]}, "float64")
+
+
+@pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
+@pytest.mark.parametrize("backend", kernels.BACKENDS)
 def test_conv2d_maxpool2d_for_inference_gives_the_same_output(backend, seed):
     inputs, _ = kernel_cases.case("conv2d_maxpool2d", seed, "float32")
     y, _ = getattr(kernels.get(backend), "conv2d_maxpool2d_forward")(**inputs, need_backward=False)

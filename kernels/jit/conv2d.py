@@ -290,15 +290,15 @@ def _forward(x, w, b, pad, chunks):
 
 
 @njit(parallel=prange_only(), cache=CACHE, fastmath=FASTMATH)
-def _backward(dy, shifted, w, pad, H, W, chunks):
-    """dx (N, C, H, W), dw (F, C, KH, KW), db (F,) from dy (N, F, OH, OW) and the forward's
-    shifted copies."""
+def _backward(dy, shifted, w, pad, H, W, input_grad, chunks):
+    """dx (N, C, H, W) (or, without ``input_grad``, an empty array), dw (F, C, KH, KW), db (F,)
+    from dy (N, F, OH, OW) and the forward's shifted copies."""
     N, F, OH, OW = dy.shape
     C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
     dtype = w.dtype
     zero = dtype.type(0)
     n = OH * OW
-    dx = np.empty((N, C, H, W), dtype)
+    dx = np.empty((N if input_grad else 0, C, H, W), dtype)
     dw_parts = np.zeros((chunks, F, C, KH, KW), dtype)
     db_parts = np.zeros((chunks, F), dtype)
     for k in prange(chunks):
@@ -316,8 +316,9 @@ def _backward(dy, shifted, w, pad, H, W, chunks):
                     s += v
                 db_parts[k, f] += s
             _add_weight_grad(dy[i], shifted[i], dw_parts[k])
-            _correlate_transpose(dy_padded, w, d_shifted)
-            _unshift_add(d_shifted, pad, pad, dx[i])
+            if input_grad:
+                _correlate_transpose(dy_padded, w, d_shifted)
+                _unshift_add(d_shifted, pad, pad, dx[i])
     dw, db = _sum_partials(dw_parts, db_parts)
     return dx, dw, db
 
@@ -341,15 +342,16 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     return y, (None, (x.shape, shifted, w, int(pad)))
 
 
-def conv2d_backward(dy, cache):
-    """dy (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+def conv2d_backward(dy, cache, input_grad=True):
+    """dy (N, F, OH, OW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, KH, KW), db (F,)."""
     delegate, state = cache
     if delegate is not None:
-        return delegate.conv2d_backward(dy, state)
+        return delegate.conv2d_backward(dy, state, input_grad)
     (N, C, H, W), shifted, w, pad = state
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     expected = (N, F, _common.output_size(H, KH, 1, pad), _common.output_size(W, KW, 1, pad))
     if dy.shape != expected:
         raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    return _backward(dy, shifted, w, pad, H, W, _chunks(N))
+    dx, dw, db = _backward(dy, shifted, w, pad, H, W, bool(input_grad), _chunks(N))
+    return (dx if input_grad else None), dw, db

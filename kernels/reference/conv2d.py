@@ -36,12 +36,13 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     return y, (x, w, stride, pad)
 
 
-def conv2d_backward(dy, cache):
+def conv2d_backward(dy, cache, input_grad=True):
     """Gradients of conv2d_forward.
 
     dy (N, F, OH, OW)  ->  dx (N, C, H, W), dw (F, C, KH, KW), db (F,)
     Each output y[n, f, i, j] sends dy[n, f, i, j] * w[f] back to its window of the padded input,
     dy[n, f, i, j] * window to dw[f], and dy[n, f, i, j] to db[f]; padding gradients are dropped.
+    ``input_grad=False``: dx is not computed and is None (the input is data).
     """
     x, w, stride, pad = cache
     N, C, H, W = x.shape
@@ -57,8 +58,9 @@ def conv2d_backward(dy, cache):
                 for j in range(OW):
                     top, left = i * stride, j * stride
                     g = dy[n, f, i, j]
-                    dxpad[n, :, top:top + KH, left:left + KW] += g * w[f]
+                    if input_grad:
+                        dxpad[n, :, top:top + KH, left:left + KW] += g * w[f]
                     dw[f] += g * xpad[n, :, top:top + KH, left:left + KW]
                     db[f] += g
-    dx = dxpad[:, :, pad:pad + H, pad:pad + W].copy()
+    dx = dxpad[:, :, pad:pad + H, pad:pad + W].copy() if input_grad else None
     return dx, dw, db

@@ -32,5 +32,4 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
     dz = maxpool2d_backward(dy, pool_cache)
     if relu_cache is not None:
         dz = relu_backward(dz, relu_cache)
-    dx, dw, db = conv2d_backward(dz, conv_cache)
-    return (dx if input_grad else None), dw, db
+    return conv2d_backward(dz, conv_cache, input_grad)

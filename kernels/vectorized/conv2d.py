@@ -70,8 +70,8 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     return y.reshape(N, F, OH, OW), (x, w, stride, pad)
 
 
-def conv2d_backward(dy, cache):
-    """dy (N, F, OH, OW) -> dx (N, C, H, W), dw (F, C, KH, KW), db (F,)."""
+def conv2d_backward(dy, cache, input_grad=True):
+    """dy (N, F, OH, OW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, KH, KW), db (F,)."""
     x, w, stride, pad = cache
     N, F, OH, OW = dy.shape
     _, C, KH, KW = w.shape
@@ -79,10 +79,11 @@ def conv2d_backward(dy, cache):
     dy = dy.reshape(N, F, OH * OW)
     db = dy.sum(axis=(0, 2))
     dw_t = np.zeros((C * KH * KW, F), dtype=w.dtype)  # dw transposed: BLAS runs faster this way
-    dx = np.empty(x.shape, dtype=x.dtype)
+    dx = np.empty(x.shape, dtype=x.dtype) if input_grad else None
     for chunk in _batch_chunks(N, w, OH, OW, x.itemsize):
         cols = _im2col(x[chunk], KH, KW, stride, pad, OH, OW)
         dw_t += np.matmul(cols, dy[chunk].transpose(0, 2, 1)).sum(axis=0)
-        dcols = np.matmul(w_rows.T, dy[chunk])
-        dx[chunk] = _col2im(dcols, x[chunk].shape, KH, KW, stride, pad, OH, OW)
+        if input_grad:
+            dcols = np.matmul(w_rows.T, dy[chunk])
+            dx[chunk] = _col2im(dcols, x[chunk].shape, KH, KW, stride, pad, OH, OW)
     return dx, dw_t.T.reshape(w.shape), db

@@ -31,5 +31,4 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
     conv_cache, pool_cache, relu_cache = cache
     if relu_cache is not None:
         dy = relu_backward(dy, relu_cache)
-    dx, dw, db = conv2d_backward(maxpool2d_backward(dy, pool_cache), conv_cache)
-    return (dx if input_grad else None), dw, db
+    return conv2d_backward(maxpool2d_backward(dy, pool_cache), conv_cache, input_grad)
