@@ -7,7 +7,8 @@
     fastnn plot runs/x
 
 ``main(argv)`` returns the exit status: 0 done, 1 error (diverged training, bad checkpoint,
-output directory in the way, ...), 2 bad command line, 130 interrupted by Ctrl-C.
+output directory in the way, ...), 2 bad command line, 130 interrupted by Ctrl-C (143 by SIGTERM;
+either way training stops at a step boundary and saves a checkpoint to resume from).
 """
 import argparse
 import dataclasses
@@ -113,7 +114,7 @@ def _train(args):
                                checkpoint_every=args.checkpoint_every, log=lambda line: print(line, flush=True))
     except training.TrainingInterrupted as stop:
         print(f"\n{stop}.\nResume with: fastnn train --resume {out_dir}", file=sys.stderr)
-        return 130
+        return 128 + int(stop.signum)
     best = max(record["test_accuracy"] for record in history)
     print(f"done: test accuracy {history[-1]['test_accuracy']:.2%} after {len(history)} epochs "
           f"(best {best:.2%}); files in {out_dir}")

@@ -53,15 +53,20 @@ class TrainingDiverged(RuntimeError):
         super().__init__(f"training diverged: {reason} {where}{kept}")
 
 
-class TrainingInterrupted(Exception):
-    """Training stopped on request (Ctrl-C) after ``step`` batches of epoch ``epoch`` (from 1);
-    ``step`` 0: after the whole of epoch ``epoch``."""
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self, epoch, step, checkpoint=None):
-        self.epoch, self.step, self.checkpoint = epoch, step, checkpoint
+
+class TrainingInterrupted(Exception):
+    """Training stopped on request (Ctrl-C, SIGTERM, ``request_stop``) after ``step`` batches of
+    epoch ``epoch`` (from 1); ``step`` 0: after the whole of epoch ``epoch``. ``signum`` is the
+    signal that asked for the stop (SIGINT for a request from code)."""
+
+    def __init__(self, epoch, step, checkpoint=None, signum=signal.SIGINT):
+        self.epoch, self.step, self.checkpoint, self.signum = epoch, step, checkpoint, signum
         where = f"at epoch {epoch}, step {step}" if step else f"after epoch {epoch}"
         saved = f"; checkpoint saved to {checkpoint}" if checkpoint else ""
-        super().__init__(f"training interrupted {where}{saved}")
+        by = "" if signum == signal.SIGINT else f" by {signal.Signals(signum).name}"
+        super().__init__(f"training interrupted{by} {where}{saved}")
 
 
 # -- one epoch ----------------------------------------------------------------------------------
@@ -248,22 +253,29 @@ class Trainer:
         """Train until ``epochs`` epochs are complete in all; returns ``history``.
 
         Raises TrainingDiverged (the last checkpoint on disk is left as it was) or, after a stop
-        request or Ctrl-C, TrainingInterrupted (``last.npz`` written for the point reached).
+        request, Ctrl-C or SIGTERM, TrainingInterrupted (``last.npz`` written for the point reached).
         """
         if self.out_dir is not None:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-        self._stop_requested = False
+        self._stop_requested, self._stop_signal = False, signal.SIGINT
         on_main_thread = threading.current_thread() is threading.main_thread()
-        previous = signal.getsignal(signal.SIGINT) if on_main_thread else None
-        if previous is None:  # a handler not set from Python: restore Python's default one
-            previous = signal.default_int_handler
-
-        def on_sigint(signum, frame):
-            self.request_stop()
-            signal.signal(signal.SIGINT, previous)  # a second Ctrl-C interrupts at once
-
+        # Ctrl-C and SIGTERM (what schedulers and `kill` send) both stop at the next step boundary
+        # with a checkpoint; the same signal again acts at once, as it did before fit.
+        previous = {}
         if on_main_thread:
-            signal.signal(signal.SIGINT, on_sigint)
+            for signum in STOP_SIGNALS:
+                handler = signal.getsignal(signum)
+                # None: a handler not set from Python; restore Python's default one for SIGINT.
+                previous[signum] = handler if handler is not None else (
+                    signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL)
+
+        def on_stop_signal(signum, frame):
+            self._stop_signal = signum
+            self.request_stop()
+            signal.signal(signum, previous[signum])
+
+        for signum in previous:
+            signal.signal(signum, on_stop_signal)
         try:
             try:
                 while self.epoch < epochs:
@@ -273,13 +285,13 @@ class Trainer:
             except _Stop:
                 if self.out_dir is not None:
                     self.save(self.last_path)
-                raise TrainingInterrupted(*self._position(), self.last_path) from None
+                raise TrainingInterrupted(*self._position(), self.last_path, self._stop_signal) from None
         except TrainingDiverged as error:
             kept = self.last_path if self.last_path is not None and self.last_path.exists() else None
             raise TrainingDiverged(error.epoch, error.step, error.reason, kept) from None
         finally:
-            if on_main_thread:
-                signal.signal(signal.SIGINT, previous)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         return self.history
 
     def _run_epoch(self):

@@ -210,19 +210,23 @@ def test_ctrl_c_mid_epoch_saves_a_checkpoint_for_that_step(tmp_path, mnist):
     assert saved.progress["totals"]["seen"] == 5 * 64
 
 
-def test_ctrl_c_on_the_command_line_saves_and_says_how_to_resume(tmp_path):
+@pytest.mark.parametrize("signum, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["SIGINT", "SIGTERM"])
+def test_ctrl_c_or_sigterm_on_the_command_line_saves_and_says_how_to_resume(tmp_path, signum, status):
+    """Ctrl-C, or the SIGTERM a scheduler or `kill` sends: the run stops at a step boundary,
+    saves last.npz, says how to resume, and exits with 128 + the signal's number."""
     run_dir = tmp_path / "run"
     process = start_cli(*SMALL_RUN, "--epochs", "1000", "--out", str(run_dir))
     try:
         for line in process.stdout:  # the table line of epoch 1
             if line.split()[:1] == ["1"]:
                 break
-        process.send_signal(signal.SIGINT)
+        process.send_signal(signum)
         _, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
-    assert process.returncode == 130, stderr
+    assert process.returncode == status, stderr
     assert f"Resume with: fastnn train --resume {run_dir}" in stderr
+    assert ("by SIGTERM" in stderr) == (signum == signal.SIGTERM), stderr
     saved = ckpt.read(run_dir / "last.npz")
     done = saved.progress["epoch"]
     assert done >= 1 and len(json.loads((run_dir / "metrics.json").read_text())) == done
