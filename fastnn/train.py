@@ -15,8 +15,10 @@ uninterrupted one. A loss that is NaN or infinite raises ``TrainingDiverged`` be
 optimizer takes the step, and so do weights that are not finite when a checkpoint is due; no
 checkpoint is written after that, so the last one on disk is good.
 """
+import contextlib
 import csv
 import dataclasses
+import fcntl
 import io
 import json
 import math
@@ -54,6 +56,33 @@ class TrainingDiverged(RuntimeError):
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class RunInUse(RuntimeError):
+    """Another process is training in this run's folder (it holds ``out_dir/.lock``)."""
+
+    def __init__(self, out_dir):
+        super().__init__(f"another process is training in {out_dir} (it holds {Path(out_dir) / '.lock'}); "
+                         f"wait for it to end, or choose another --out")
+
+
+@contextlib.contextmanager
+def run_lock(out_dir):
+    """Hold an exclusive lock on ``out_dir/.lock`` for as long as a run trains there, so that a
+    second process training or resuming the same run is refused instead of overwriting its
+    checkpoints. The operating system drops the lock when the process ends, however it ends;
+    the file is removed on the way out (a killed process leaves it, unlocked and harmless).
+    Raises ``RunInUse``."""
+    path = Path(out_dir) / ".lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInUse(out_dir) from None
+        try:
+            yield
+        finally:
+            path.unlink(missing_ok=True)
 
 
 class TrainingInterrupted(Exception):
@@ -481,7 +510,8 @@ def build_loaders(config, mnist=None):
 def run(config, out_dir, *, resume=None, progress=True, checkpoint_every=0, log=print, mnist=None):
     """Train the run ``config`` describes, with its files in ``out_dir``; returns the history.
 
-    Writes ``config.json`` and then, each epoch, the checkpoints and metrics (see ``Trainer``).
+    Writes ``config.json`` and then, each epoch, the checkpoints and metrics (see ``Trainer``),
+    holding ``run_lock(out_dir)`` throughout.
     ``resume``: a checkpoint (path or ``checkpoint.Checkpoint``, normally ``out_dir/last.npz``)
     to continue from; its stored configuration should be the ``config`` passed (see
     ``fastnn.cli``). ``mnist``: the data, if already loaded.
@@ -492,16 +522,18 @@ def run(config, out_dir, *, resume=None, progress=True, checkpoint_every=0, log=
     train_loader, test_loader = build_loaders(config, mnist)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    trainer = Trainer(model, optimizer, train_loader, test_loader, criterion=CrossEntropyLoss(backend=config.backend),
-                      schedule=schedule, out_dir=out_dir, config=config.to_dict(), progress=progress,
-                      checkpoint_every=checkpoint_every, log=log)
-    if resume is not None:
-        trainer.resume(resume)
-    else:
-        ckpt.atomic_write(out_dir / "config.json", lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
-    log(TABLE_HEADER)
-    for record in trainer.history:
-        log(format_epoch(record))
-    if resume is not None:
-        log(f"(resumed at epoch {trainer.epoch + 1}, step {trainer.step} of {len(train_loader)})")
-    return trainer.fit(config.epochs)
+    with run_lock(out_dir):
+        trainer = Trainer(model, optimizer, train_loader, test_loader,
+                          criterion=CrossEntropyLoss(backend=config.backend), schedule=schedule, out_dir=out_dir,
+                          config=config.to_dict(), progress=progress, checkpoint_every=checkpoint_every, log=log)
+        if resume is not None:
+            trainer.resume(resume)
+        else:
+            ckpt.atomic_write(out_dir / "config.json",
+                              lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
+        log(TABLE_HEADER)
+        for record in trainer.history:
+            log(format_epoch(record))
+        if resume is not None:
+            log(f"(resumed at epoch {trainer.epoch + 1}, step {trainer.step} of {len(train_loader)})")
+        return trainer.fit(config.epochs)

@@ -251,3 +251,20 @@ def test_weights_that_overflow_while_the_loss_is_finite_are_never_saved(tmp_path
                                                f"checkpoint is {tmp_path / 'last.npz'}"):
         trainer.fit(3)
     assert ckpt.read(tmp_path / "last.npz").progress["epoch"] == 1
+
+
+def test_a_run_another_process_is_training_is_refused_and_left_alone(tmp_path, mnist, capsys):
+    """While one process holds the run's lock (as a training run does), resuming that run is
+    refused with a message, and its checkpoint is not touched; once the lock is gone it resumes."""
+    import fcntl
+
+    run_dir = tmp_path / "run"
+    assert main(["train", *SMALL_RUN, "--epochs", "1", "--out", str(run_dir)]) == 0
+    before = (run_dir / "last.npz").read_bytes()
+    with open(run_dir / ".lock", "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert main(["train", "--resume", str(run_dir), "--epochs", "2"]) == 1
+        assert f"another process is training in {run_dir}" in capsys.readouterr().err
+        assert (run_dir / "last.npz").read_bytes() == before
+    assert main(["train", "--resume", str(run_dir), "--epochs", "2"]) == 0
+    assert ckpt.read(run_dir / "last.npz").progress["epoch"] == 2
