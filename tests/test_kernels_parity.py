@@ -156,41 +156,16 @@ def test_vectorized_conv2d_in_batch_chunks_matches_reference(monkeypatch, seed):
 
 @pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
-def test_conv2d_maxpool2d_without_input_grad_gives_the_same_parameter_gradients(backend, seed):
+@pytest.mark.parametrize("op", ["linear", "conv2d", "conv2d_maxpool2d"])
+def test_backward_without_input_grad_gives_the_same_parameter_gradients(op, backend, seed):
     ops = kernels.get(backend)
-    inputs, dy = kernel_cases.case("conv2d_maxpool2d", seed, "float64")
-    _, cache = ops.conv2d_maxpool2d_forward(**inputs)
-    dx, dw, db = ops.conv2d_maxpool2d_backward(dy, cache, input_grad=False)
-    expected = reference_results("conv2d_maxpool2d", seed, "float64")
+    inputs, dy = kernel_cases.case(op, seed, "float64")
+    _, cache = getattr(ops, f"{op}_forward")(**inputs)
+    dx, dw, db = getattr(ops, f"{op}_backward")(dy, cache, input_grad=False)
+    expected = reference_results(op, seed, "float64")
     assert dx is None
-    assert_matches(backend, "conv2d_maxpool2d", inputs, {"dw": dw, "db": db},
-                   {"dw": expected["dw"], "db": expected["db"]}, "float64")
-
-
-@pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
-@pytest.mark.parametrize("backend", kernels.BACKENDS)
-def test_linear_without_input_grad_gives_the_same_parameter_gradients(backend, seed):
-    ops = kernels.get(backend)
-    inputs, dy = kernel_cases.case("linear", seed, "float64")
-    _, cache = ops.linear_forward(**inputs)
-    dx, dw, db = ops.linear_backward(dy, cache, input_grad=False)
-    expected = reference_results("linear", seed, "float64")
-    assert dx is None
-    assert_matches(backend, "linear", inputs, {"dw": dw, "db": db},
-                   {"dw": expected["dw"], "db": expected["db"]}, "float64")
-
-
-@pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
-@pytest.mark.parametrize("backend", kernels.BACKENDS)
-def test_conv2d_without_input_grad_gives_the_same_parameter_gradients(backend, seed):
-    ops = kernels.get(backend)
-    inputs, dy = kernel_cases.case("conv2d", seed, "float64")
-    _, cache = ops.conv2d_forward(**inputs)
-    dx, dw, db = ops.conv2d_backward(dy, cache, input_grad=False)
-    expected = reference_results("conv2d", seed, "float64")
-    assert dx is None
-    assert_matches(backend, "conv2d", inputs, {"dw": dw, "db": db},
-                   {"dw": expected["dw"], "db": expected["db"]}, "float64")
+    assert_matches(backend, op, inputs, {"dw": dw, "db": db}, {"dw": expected["dw"], "db": expected["db"]},
+                   "float64")
 
 
 @pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
