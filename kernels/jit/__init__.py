@@ -1,7 +1,8 @@
 """The ``jit`` backend: Numba kernels for conv2d, max-pooling, softmax cross-entropy, the fused
-conv-pool step and the optimizer updates.
+conv-pool step, ReLU, dropout, batch normalisation of (N, C) inputs and the optimizer updates.
 
-Every other op is served by the ``vectorized`` backend (see ``fastnn.kernels.provider``).
+The linear layer is served by the ``vectorized`` backend (its BLAS products are what a Numba
+loop would have to beat; see ``fastnn.kernels.provider``).
 Nothing compiles at import. Each kernel compiles at its first call for the dtype it is given
 (float32 and float64 are separate compilations) and is cached on disk (``_config.CACHE``; the
 directory follows ``NUMBA_CACHE_DIR``), so later processes load it instead of compiling.
@@ -12,10 +13,13 @@ with fastnn's other thread defaults (see ``fastnn``'s docstring).
 """
 import numpy as np
 
+from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
+from .dropout import dropout_backward, dropout_forward
 from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .optim import adam_update, sgd_update
+from .relu import relu_backward, relu_forward
 from .softmax_cross_entropy import softmax_cross_entropy_backward, softmax_cross_entropy_forward
 
 
@@ -31,6 +35,13 @@ def warm_up(dtype=np.float32):
     maxpool2d_backward(y, cache)
     loss, cache = softmax_cross_entropy_forward(np.zeros((1, 2), dtype), np.zeros(1, np.int64))
     softmax_cross_entropy_backward(loss, cache)
+    x = np.ones((2, 3), dtype)
+    y, cache = relu_forward(x)
+    relu_backward(y, cache)
+    y, cache = dropout_forward(x, x > 0, 0.5)
+    dropout_backward(y, cache)
+    y, cache, _, _ = batchnorm_forward(x, x[0], x[0], x[0], x[0])
+    batchnorm_backward(y, cache)
     w = np.zeros(2, dtype)
     sgd_update(w, np.ones(2, dtype), np.zeros(2, dtype), 0.1, momentum=0.9)
     adam_update(w, np.ones(2, dtype), np.zeros(2, dtype), np.zeros(2, dtype), 1, 0.1)
