@@ -537,7 +537,9 @@ class BatchNorm2d(_BatchNorm):
 class Dropout(Module):
     """Training: zero each element with probability p and scale the rest by 1/(1-p). Eval: identity.
 
-    The keep-mask is drawn from the layer's own Generator ``.rng`` (``rng.random(x.shape) >= p``).
+    The keep-mask is the kernels' ``dropout_mask(x.shape, p, seed)`` (a SplitMix64 stream, the
+    same bits in every backend) for a seed drawn from the layer's own Generator ``.rng``
+    (``rng.integers(2**64, dtype=np.uint64)``), one seed per forward pass.
     ``backend=`` (an addition to the agreed API) chooses the kernel backend as for other layers.
     """
 
@@ -554,7 +556,7 @@ class Dropout(Module):
             self._forward_state = (None, None)
             return x
         kernels = ops(self.backend)
-        mask = self.rng.random(x.shape) >= self.p
+        mask = kernels.dropout_mask(x.shape, self.p, int(self.rng.integers(2**64, dtype=np.uint64)))
         y, cache = kernels.dropout_forward(x, mask, self.p)
         self._forward_state = (kernels, cache)
         return y

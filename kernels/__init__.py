@@ -21,7 +21,7 @@ OPS = (
     "relu_forward", "relu_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "batchnorm_forward", "batchnorm_backward",
-    "dropout_forward", "dropout_backward",
+    "dropout_forward", "dropout_backward", "dropout_mask",     # dropout's random keep-mask
     "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",   # fused: conv, [ReLU], max-pool
     "sgd_update", "adam_update",                               # optimizer steps, in place
 )

@@ -123,6 +123,11 @@ def check_batchnorm(x, gamma, beta, running_mean, running_var, training):
         raise ValueError(f"batchnorm in training mode needs more than one value per channel, got x {x.shape}")
 
 
+def check_dropout_p(p):
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
+
+
 def check_dropout(x, mask, p):
     """Validate dropout_forward arguments: mask bool of x's shape, 0 <= p < 1."""
     check_float("x", x)
@@ -130,5 +135,24 @@ def check_dropout(x, mask, p):
         raise ValueError(f"mask must have x's shape {x.shape}, got {mask.shape}")
     if mask.dtype != np.bool_:
         raise ValueError(f"mask must be bool, got dtype {mask.dtype}")
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")
+    check_dropout_p(p)
+
+
+# SplitMix64 (Steele, Lea and Flood, "Fast splittable pseudorandom number generators", 2014, in
+# Vigna's public-domain form): state += INCREMENT; z = state; z = (z ^ z >> 30) * MULTIPLIER_1;
+# z = (z ^ z >> 27) * MULTIPLIER_2; output z ^ z >> 31, all modulo 2**64. Its i-th output
+# (i = 1, 2, ...) depends on the seed and i alone, so any element of a mask can be drawn on its own.
+SPLITMIX64_INCREMENT = 0x9E3779B97F4A7C15
+SPLITMIX64_MULTIPLIER_1 = 0xBF58476D1CE4E5B9
+SPLITMIX64_MULTIPLIER_2 = 0x94D049BB133111EB
+
+
+def dropout_mask_threshold(shape, p, seed):
+    """Validate dropout_mask arguments; return the drop threshold round(p * 2**32): an element
+    whose 32-bit draw (the top half of a SplitMix64 output) is below it is dropped."""
+    if not all(isinstance(n, (int, np.integer)) and n >= 0 for n in shape):
+        raise ValueError(f"shape must be a tuple of non-negative integers, got {shape!r}")
+    check_dropout_p(p)
+    if not (isinstance(seed, (int, np.integer)) and 0 <= seed < 2**64):
+        raise ValueError(f"seed must be an integer in [0, 2**64), got {seed!r}")
+    return round(p * 2**32)

@@ -301,6 +301,12 @@ BAD_INPUTS = {
                            ["mask", "(2, 3)", "(3, 2)"]),
     "dropout p": ("dropout", dict(x=zeros(2, 3), mask=np.ones((2, 3), bool), p=1.0), ["p", "1.0"]),
 }
+BAD_MASK_INPUTS = {
+    "negative size": (dict(shape=(2, -1), p=0.5, seed=0), ["shape", "(2, -1)"]),
+    "p of 1": (dict(shape=(2, 3), p=1.0, seed=0), ["p", "1.0"]),
+    "negative seed": (dict(shape=(2, 3), p=0.5, seed=-1), ["seed", "-1"]),
+    "seed too large": (dict(shape=(2, 3), p=0.5, seed=2**64), ["seed", str(2**64)]),
+}
 
 
 @pytest.mark.parametrize("case", BAD_INPUTS, ids=str)
@@ -309,7 +315,19 @@ def test_bad_input_raises_value_error_naming_it(backend, case):
     op, inputs, words = BAD_INPUTS[case]
     with pytest.raises(ValueError) as raised:
         getattr(kernels.get(backend), f"{op}_forward")(**inputs)
-    message = str(raised.value)
+    assert_names(str(raised.value), words)
+
+
+@pytest.mark.parametrize("case", BAD_MASK_INPUTS, ids=str)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_bad_dropout_mask_arguments_raise_value_error_naming_them(backend, case):
+    inputs, words = BAD_MASK_INPUTS[case]
+    with pytest.raises(ValueError) as raised:
+        kernels.get(backend).dropout_mask(**inputs)
+    assert_names(str(raised.value), words)
+
+
+def assert_names(message, words):
+    """Every word appears in message: names as whole words, shapes verbatim."""
     for word in words:
-        # names as whole words, shapes verbatim
         assert re.search(rf"(?<!\w){re.escape(word)}(?!\w)", message), f"{word!r} not in message {message!r}"

@@ -250,3 +250,31 @@ def test_jit_optimizer_updates_flush_subnormal_state_like_the_reference(kind, dt
     np.testing.assert_array_equal(state[0], want_state[0])
     np.testing.assert_array_equal(state[1], want_state[1])
     assert np.count_nonzero(state[0] == 0) > 100  # the flush happened
+
+
+MASK_CASES = [((1,), 0.5, 0), ((7,), 0.3, 1), ((3, 5), 0.0, 2**64 - 1), ((2, 3, 4, 5), 0.9, 99),
+              ((33, 17), 0.5, 2**63), ((0, 4), 0.5, 3), ((20000,), 0.123, 31337)]
+
+
+@pytest.mark.parametrize("backend", ["vectorized", "jit"])
+@pytest.mark.parametrize("shape, p, seed", MASK_CASES, ids=str)
+def test_dropout_mask_is_the_references_bit_for_bit(backend, shape, p, seed):
+    """Long enough (20,000) to cross the vectorized backend's chunks; seeds at both ends of the
+    64-bit range, where the state wraps."""
+    got = kernels.get(backend).dropout_mask(shape, p, seed)
+    want = kernels.get("reference").dropout_mask(shape, p, seed)
+    assert got.dtype == np.bool_ and got.shape == shape
+    assert np.array_equal(got, want)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+def test_dropout_mask_drops_a_fraction_p_independently(p):
+    """One million draws: the dropped fraction within 5 standard deviations of p, and a pair of
+    neighbours (flat order and across rows) dropped together as often as independence says."""
+    mask = kernels.get("jit").dropout_mask((1000, 1000), p, 2024)
+    n = mask.size
+    dropped = ~mask
+    assert abs(dropped.mean() - p) < 5 * np.sqrt(p * (1 - p) / n)
+    for a, b in ((dropped[:, :-1], dropped[:, 1:]), (dropped[:-1], dropped[1:])):
+        both = (a & b).mean()
+        assert abs(both - p * p) < 5 * np.sqrt(p * p * (1 - p * p) / a.size)

@@ -158,3 +158,27 @@ def test_batchnorm_forward_and_running_stats_follow_pytorch(seed):
     np.testing.assert_allclose(y, expected_y, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(running_mean, expected_running_mean, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(running_var, expected_running_var, rtol=1e-12)
+
+
+# -- dropout's keep-mask -------------------------------------------------------------------------
+
+# The first four outputs of SplitMix64 started from 0, as published with Vigna's splitmix64.c
+# (prng.di.unimi.it) and quoted by many independent implementations.
+SPLITMIX64_FROM_ZERO = (0xE220A8397B1DCDAF, 0x6E789E6AA1B965F4, 0x06C45D188009454F, 0xF88BB8A8724C81EC)
+
+
+@pytest.mark.parametrize("i, output", list(enumerate(SPLITMIX64_FROM_ZERO)))
+def test_dropout_mask_element_i_compares_the_top_half_of_splitmix64_output_i(i, output):
+    """With the drop threshold set exactly at element i's 32-bit draw the element is kept, one
+    above it dropped: that pins the draw to the published generator, bit for bit."""
+    draw = output >> 32
+    assert ref.dropout_mask((4,), draw / 2**32, 0)[i]
+    assert not ref.dropout_mask((4,), (draw + 1) / 2**32, 0)[i]
+
+
+def test_dropout_mask_follows_c_order_and_the_seed():
+    flat = ref.dropout_mask((24,), 0.5, 12345)
+    assert np.array_equal(ref.dropout_mask((2, 3, 4), 0.5, 12345), flat.reshape(2, 3, 4))
+    assert not np.array_equal(ref.dropout_mask((24,), 0.5, 12346), flat)
+    assert ref.dropout_mask((3, 5), 0.0, 7).all()          # threshold 0: nothing is below it
+    assert ref.dropout_mask((0, 5), 0.5, 7).shape == (0, 5)

@@ -15,7 +15,7 @@ import numpy as np
 
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
-from .dropout import dropout_backward, dropout_forward
+from .dropout import dropout_backward, dropout_forward, dropout_mask
 from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .optim import adam_update, sgd_update
@@ -38,7 +38,7 @@ def warm_up(dtype=np.float32):
     x = np.ones((2, 3), dtype)
     y, cache = relu_forward(x)
     relu_backward(y, cache)
-    y, cache = dropout_forward(x, x > 0, 0.5)
+    y, cache = dropout_forward(x, dropout_mask(x.shape, 0.5, 0), 0.5)
     dropout_backward(y, cache)
     y, cache, _, _ = batchnorm_forward(x, x[0], x[0], x[0], x[0])
     batchnorm_backward(y, cache)

@@ -4,7 +4,7 @@ This is the specification every faster backend is tested against. Slow is fine; 
 """
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
-from .dropout import dropout_backward, dropout_forward
+from .dropout import dropout_backward, dropout_forward, dropout_mask
 from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
 from .linear import linear_backward, linear_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
@@ -19,7 +19,7 @@ __all__ = [
     "relu_forward", "relu_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "batchnorm_forward", "batchnorm_backward",
-    "dropout_forward", "dropout_backward",
+    "dropout_forward", "dropout_backward", "dropout_mask",
     "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",
     "sgd_update", "adam_update",
 ]

@@ -2,7 +2,7 @@
 pooling by strided window views. Every function follows the kernel contract in DESIGN.md."""
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
-from .dropout import dropout_backward, dropout_forward
+from .dropout import dropout_backward, dropout_forward, dropout_mask
 from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
 from .linear import linear_backward, linear_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
@@ -17,7 +17,7 @@ __all__ = [
     "relu_forward", "relu_backward",
     "softmax_cross_entropy_forward", "softmax_cross_entropy_backward",
     "batchnorm_forward", "batchnorm_backward",
-    "dropout_forward", "dropout_backward",
+    "dropout_forward", "dropout_backward", "dropout_mask",
     "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",
     "sgd_update", "adam_update",
 ]
