@@ -1,8 +1,7 @@
-"""The ``jit`` backend: Numba kernels for conv2d, max-pooling, softmax cross-entropy, the fused
-conv-pool step, ReLU, dropout, batch normalisation of (N, C) inputs and the optimizer updates.
+"""The ``jit`` backend: Numba kernels for every op. Some hand shapes where NumPy wins to the
+``vectorized`` backend inside the op: linear layers wider than 16 outputs (BLAS), strides other
+than 1 in convolutions (im2col + BLAS), batch normalisation of (N, C, H, W) inputs.
 
-The linear layer is served by the ``vectorized`` backend (its BLAS products are what a Numba
-loop would have to beat; see ``fastnn.kernels.provider``).
 Nothing compiles at import. Each kernel compiles at its first call for the dtype it is given
 (float32 and float64 are separate compilations) and is cached on disk (``_config.CACHE``; the
 directory follows ``NUMBA_CACHE_DIR``), so later processes load it instead of compiling.
@@ -17,6 +16,7 @@ from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward, dropout_mask
 from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
+from .linear import linear_backward, linear_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .optim import adam_update, sgd_update
 from .relu import relu_backward, relu_forward
@@ -36,6 +36,9 @@ def warm_up(dtype=np.float32):
     loss, cache = softmax_cross_entropy_forward(np.zeros((1, 2), dtype), np.zeros(1, np.int64))
     softmax_cross_entropy_backward(loss, cache)
     x = np.ones((2, 3), dtype)
+    y, cache = linear_forward(x, x.T, x[0, :2])
+    linear_backward(y, cache)
+    linear_backward(y, cache, input_grad=False)
     y, cache = relu_forward(x)
     relu_backward(y, cache)
     y, cache = dropout_forward(x, dropout_mask(x.shape, 0.5, 0), 0.5)
