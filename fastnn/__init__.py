@@ -5,9 +5,12 @@ kernels (convolutions, pooling), each running on its own pool of threads, and wh
 threads of one pool do decides how fast the other runs. fastnn sets three defaults here
 (only where the variable is not set already), measured on 2 cores:
 
-- ``OPENBLAS_THREAD_TIMEOUT=4``: an idle OpenBLAS thread sleeps after 2**4 cycles instead of
-  spinning for 2**28 (a tenth of a second) and holding a core the next Numba kernel needs;
-  that spinning halved the speed of lenet's convolutions.
+- ``OPENBLAS_THREAD_TIMEOUT=20``: an idle OpenBLAS thread spins for 2**20 cycles (a few
+  tenths of a millisecond) before it sleeps, instead of OpenBLAS's 2**28 (a tenth of a second).
+  Long enough to bridge the gaps between the products of one training step (waking a sleeping
+  thread for each product cost mlp 15% at batch 64 with 2**4), short enough not to hold a core
+  through the Numba kernels that follow (2**28 halved lenet's convolutions). seed_cnn's step
+  makes no BLAS call at all (its narrow linear layer runs in Numba).
 - ``OMP_WAIT_POLICY=ACTIVE`` with ``GOMP_SPINCOUNT=10000``: Numba's idle threads spin briefly
   (some microseconds) before they sleep, so back-to-back kernels do not pay the ~50 us wake-up
   of a sleeping thread, while a thread never spins long enough to slow an OpenBLAS product or
@@ -20,7 +23,7 @@ program that imports NumPy first should set it in its environment.
 """
 import os
 
-for _variable, _value in (("OPENBLAS_THREAD_TIMEOUT", "4"), ("OMP_WAIT_POLICY", "ACTIVE"),
+for _variable, _value in (("OPENBLAS_THREAD_TIMEOUT", "20"), ("OMP_WAIT_POLICY", "ACTIVE"),
                           ("GOMP_SPINCOUNT", "10000")):
     os.environ.setdefault(_variable, _value)
 

@@ -15,7 +15,7 @@ import os
 import sys
 
 THREADS = 2
-OPENBLAS_VARIABLES = {"OPENBLAS_NUM_THREADS": str(THREADS), "OPENBLAS_THREAD_TIMEOUT": "4"}
+OPENBLAS_VARIABLES = {"OPENBLAS_NUM_THREADS": str(THREADS), "OPENBLAS_THREAD_TIMEOUT": "20"}
 
 if "numpy" in sys.modules and any(os.environ.get(name) != value for name, value in OPENBLAS_VARIABLES.items()):
     print("fastnn benchmarks: NumPy was imported before the thread settings could be made, so OpenBLAS "
