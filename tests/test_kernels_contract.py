@@ -331,3 +331,59 @@ def assert_names(message, words):
     """Every word appears in message: names as whole words, shapes verbatim."""
     for word in words:
         assert re.search(rf"(?<!\w){re.escape(word)}(?!\w)", message), f"{word!r} not in message {message!r}"
+
+
+# --- infinity and NaN -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", ["vectorized", "jit"])
+def test_linear_puts_infinity_and_nan_where_the_reference_does(backend, dtype):
+    """An infinite input or weight makes infinities and NaNs (inf - inf, 0 * inf) in y, dx and
+    dw: exactly where the reference makes them. Five samples and ten outputs, so that blocked
+    loops have missing rows to pad: padding must never multiply an infinity by 0."""
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((5, 7)).astype(dtype)
+    w = rng.standard_normal((7, 10)).astype(dtype)
+    b = rng.standard_normal(10).astype(dtype)
+    dy = rng.standard_normal((5, 10)).astype(dtype)
+    x[4, 2], x[1, 5], w[3, 9], w[6, 0], dy[4, 9] = np.inf, -np.inf, np.inf, -np.inf, 0.0
+    results = {}
+    for name in ("reference", backend):
+        ops = kernels.get(name)
+        with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf are the point here
+            y, cache = ops.linear_forward(x, w, b)
+            results[name] = (y, *ops.linear_backward(dy, cache))
+    y, dx, dw, _ = results["reference"]
+    assert all(np.isnan(a).any() and np.isinf(a).any() for a in (y, dx, dw))
+    for got, want in zip(results[backend], results["reference"]):
+        np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+        np.testing.assert_array_equal(np.isposinf(got), np.isposinf(want))
+        np.testing.assert_array_equal(np.isneginf(got), np.isneginf(want))
+        finite = np.isfinite(want)
+        np.testing.assert_allclose(got[finite], want[finite], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("op", ["relu", "dropout"])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_jit_elementwise_ops_treat_infinity_and_nan_exactly_as_the_reference(op, dtype):
+    """ReLU keeps NaN and sends no gradient where x is not > 0, whatever dy holds; dropout keeps
+    NaN * 0 = NaN for a dropped NaN. The jit kernels do the reference's arithmetic, so the
+    results are identical, non-finite values included. (The vectorized ReLU backward differs
+    for a NaN dy where x <= 0: see its docstring.)"""
+    special = np.array([np.nan, np.inf, -np.inf, 0.0, -0.0, 1.5, -2.5, np.nan], dtype=dtype)
+    x = np.tile(special, (8, 1))
+    dy = np.tile(special, (8, 1)).T.copy()
+    results = {}
+    for name in ("reference", "jit"):
+        ops = kernels.get(name)
+        with np.errstate(invalid="ignore"):
+            if op == "relu":
+                y, cache = ops.relu_forward(x)
+                results[name] = (y, ops.relu_backward(dy, cache))
+            else:
+                mask = np.arange(x.size).reshape(x.shape) % 3 != 0
+                y, cache = ops.dropout_forward(x, mask, 0.25)
+                results[name] = (y, ops.dropout_backward(dy, cache))
+    for got, want in zip(results["jit"], results["reference"]):
+        assert got.dtype == want.dtype
+        np.testing.assert_array_equal(got, want)

@@ -22,10 +22,12 @@ NARROW = 16  # largest F served here
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
-def _four_rows(a, i):
-    """Rows i .. i + 3 of a, the last row standing in for rows past the end."""
-    last = a.shape[0] - 1
-    return a[i], a[min(i + 1, last)], a[min(i + 2, last)], a[min(i + 3, last)]
+def _four_rows(a, i, zeros):
+    """Rows i .. i + 3 of a, ``zeros`` (a row of zeros) standing in for rows past the end, so
+    that a missing row adds 0 * 0 and never 0 * inf = NaN."""
+    n = a.shape[0]
+    return (a[i], a[i + 1] if i + 1 < n else zeros, a[i + 2] if i + 2 < n else zeros,
+            a[i + 3] if i + 3 < n else zeros)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -44,8 +46,9 @@ def _forward(x, w_t, b, y):
     N, D = x.shape
     F = w_t.shape[0]
     zero = x.dtype.type(0)
+    zeros = np.zeros(D, x.dtype)
     for n in range(0, N, 4):
-        x0, x1, x2, x3 = _four_rows(x, n)
+        x0, x1, x2, x3 = _four_rows(x, n, zeros)
         for f in range(F):
             w = w_t[f]
             s0 = s1 = s2 = s3 = zero
@@ -65,10 +68,11 @@ def _backward(dy, x, w_t, input_grad, dx, dw_t, db):
     Four samples (for dw_t) or four outputs (for dx) per pass over a row."""
     N, D = x.shape
     F = w_t.shape[0]
+    zeros = np.zeros(D, x.dtype)
     dw_t[:] = 0
     db[:] = 0
     for n in range(0, N, 4):
-        x0, x1, x2, x3 = _four_rows(x, n)
+        x0, x1, x2, x3 = _four_rows(x, n, zeros)
         for f in range(F):
             g0, g1, g2, g3 = _four_entries(dy, n, f)
             db[f] += g0 + g1 + g2 + g3
@@ -82,7 +86,7 @@ def _backward(dy, x, w_t, input_grad, dx, dw_t, db):
         o = dx[n]
         o[:] = 0
         for f in range(0, F, 4):
-            w0, w1, w2, w3 = _four_rows(w_t, f)
+            w0, w1, w2, w3 = _four_rows(w_t, f, zeros)
             g0, g1, g2, g3 = _four_entries(dy_t, f, n)
             for d in range(D):
                 o[d] += g0 * w0[d] + g1 * w1[d] + g2 * w2[d] + g3 * w3[d]
