@@ -66,22 +66,31 @@ class RunInUse(RuntimeError):
                          f"wait for it to end, or choose another --out")
 
 
+_locks_held = set()  # the .lock files this process holds
+
+
 @contextlib.contextmanager
 def run_lock(out_dir):
     """Hold an exclusive lock on ``out_dir/.lock`` for as long as a run trains there, so that a
     second process training or resuming the same run is refused instead of overwriting its
     checkpoints. The operating system drops the lock when the process ends, however it ends;
     the file is removed on the way out (a killed process leaves it, unlocked and harmless).
-    Raises ``RunInUse``."""
-    path = Path(out_dir) / ".lock"
+    Taking it again inside the same process (``run`` holds it around ``Trainer.fit``, which
+    takes it too) is a no-op. Raises ``RunInUse``."""
+    path = (Path(out_dir) / ".lock").resolve()
+    if path in _locks_held:
+        yield
+        return
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             raise RunInUse(out_dir) from None
+        _locks_held.add(path)
         try:
             yield
         finally:
+            _locks_held.discard(path)
             path.unlink(missing_ok=True)
 
 
@@ -283,9 +292,16 @@ class Trainer:
 
         Raises TrainingDiverged (the last checkpoint on disk is left as it was) or, after a stop
         request, Ctrl-C or SIGTERM, TrainingInterrupted (``last.npz`` written for the point reached).
+        With ``out_dir``, holds ``run_lock(out_dir)`` while it trains (RunInUse if another process
+        does).
         """
-        if self.out_dir is not None:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.out_dir is None:
+            return self._fit(epochs)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        with run_lock(self.out_dir):
+            return self._fit(epochs)
+
+    def _fit(self, epochs):
         self._stop_requested, self._stop_signal = False, signal.SIGINT
         on_main_thread = threading.current_thread() is threading.main_thread()
         # Ctrl-C and SIGTERM (what schedulers and `kill` send) both stop at the next step boundary

@@ -172,6 +172,22 @@ def test_history_records_every_field_and_the_lr_each_epoch_used(tmp_path):
     assert saved.progress["epoch"] == 2 and saved.progress["history"] == history and saved.config == {"note": "x"}
 
 
+def test_a_trainer_refuses_a_folder_another_process_trains_in(tmp_path):
+    """Trainer.fit with an out_dir holds the run lock as ``fastnn train`` does: while another
+    holder has the folder's .lock it raises RunInUse and writes nothing. Inside ``run_lock``
+    (as ``run`` calls it) fit trains, and the lock file is gone afterwards."""
+    import fcntl
+
+    with open(tmp_path / ".lock", "a") as held:  # a lock of its own open file: as another process
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(train_module.RunInUse, match="another process is training"):
+            small_trainer(tmp_path).fit(1)
+        assert not (tmp_path / "last.npz").exists()
+    with train_module.run_lock(tmp_path):
+        assert len(small_trainer(tmp_path).fit(1)) == 1
+    assert (tmp_path / "last.npz").exists() and not (tmp_path / ".lock").exists()
+
+
 def test_best_checkpoint_is_the_epoch_with_the_highest_test_accuracy(tmp_path, monkeypatch):
     accuracies = iter([0.5, 0.7, 0.6])
     monkeypatch.setattr(train_module, "evaluate", lambda *args: {"loss": 1.0, "accuracy": next(accuracies)})
