@@ -20,6 +20,8 @@ fits the model, optimizer and schedule before it changes any of them.
 """
 import json
 import os
+import pathlib
+import re
 import secrets
 import zipfile
 from dataclasses import dataclass
@@ -87,6 +89,26 @@ def write(path, model, optimizer=None, schedule=None, *, config=None, progress=N
     atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
+def _temporary_name(path):
+    """Name of the temporary file ``atomic_write`` writes before renaming it to ``path``."""
+    return f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp"
+
+
+_TEMPORARY = re.compile(r"\..+\.\d+\.[0-9a-f]{8}\.tmp")
+
+
+def remove_partial_writes(directory):
+    """Delete the temporary files an ``atomic_write`` killed mid-way (SIGKILL, power loss) left in
+    ``directory``; returns their names. Only for a folder no other process is writing to (its
+    run lock held): a live write's temporary file matches too."""
+    removed = []
+    for entry in pathlib.Path(directory).iterdir():
+        if _TEMPORARY.fullmatch(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return sorted(removed)
+
+
 def atomic_write(path, write_to):
     """Create or replace ``path`` with what ``write_to(binary file)`` writes, atomically.
 
@@ -96,7 +118,7 @@ def atomic_write(path, write_to):
     """
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    temporary = os.path.join(directory, _temporary_name(path))
     try:
         with open(temporary, "xb") as f:
             write_to(f)

@@ -76,7 +76,9 @@ def run_lock(out_dir):
     checkpoints. The operating system drops the lock when the process ends, however it ends;
     the file is removed on the way out (a killed process leaves it, unlocked and harmless).
     Taking it again inside the same process (``run`` holds it around ``Trainer.fit``, which
-    takes it too) is a no-op. Raises ``RunInUse``."""
+    takes it too) is a no-op. On taking it, the temporary files of checkpoint writes that a
+    killed process left half-done are removed (``checkpoint.remove_partial_writes``).
+    Raises ``RunInUse``."""
     path = (Path(out_dir) / ".lock").resolve()
     if path in _locks_held:
         yield
@@ -87,6 +89,7 @@ def run_lock(out_dir):
         except BlockingIOError:
             raise RunInUse(out_dir) from None
         _locks_held.add(path)
+        ckpt.remove_partial_writes(path.parent)
         try:
             yield
         finally:

@@ -188,6 +188,20 @@ def test_a_trainer_refuses_a_folder_another_process_trains_in(tmp_path):
     assert (tmp_path / "last.npz").exists() and not (tmp_path / ".lock").exists()
 
 
+def test_taking_the_run_lock_removes_what_a_killed_checkpoint_write_left(tmp_path):
+    """A process killed inside atomic_write leaves its temporary file; the next holder of the
+    folder's lock deletes it, and nothing else."""
+    (tmp_path / "last.npz").write_bytes(b"kept")
+    partial = tmp_path / ckpt._temporary_name(tmp_path / "last.npz")  # the name atomic_write uses
+    partial.write_bytes(b"half a checkpoint")
+    others = [tmp_path / ".notes.tmp", tmp_path / "run.tmp", tmp_path / ".last.npz.x.0badcafe.tmp"]
+    for path in others:
+        path.write_text("mine")
+    with train_module.run_lock(tmp_path):
+        assert not partial.exists()
+        assert all(path.exists() for path in others) and (tmp_path / "last.npz").read_bytes() == b"kept"
+
+
 def test_best_checkpoint_is_the_epoch_with_the_highest_test_accuracy(tmp_path, monkeypatch):
     accuracies = iter([0.5, 0.7, 0.6])
     monkeypatch.setattr(train_module, "evaluate", lambda *args: {"loss": 1.0, "accuracy": next(accuracies)})
