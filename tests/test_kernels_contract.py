@@ -238,6 +238,8 @@ def copies(inputs):
 @pytest.mark.parametrize("op", kernel_cases.OPS)
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_inputs_unchanged_and_dtype_kept(backend, op, dtype):
+    """No op changes its inputs or returns one of them (batch norm's running statistics in
+    evaluation mode come back as new arrays too); every result has the input's dtype."""
     ops = kernels.get(backend)
     for seed in range(5):
         inputs, dy = kernel_cases.case(op, seed, dtype)
@@ -252,6 +254,9 @@ def test_inputs_unchanged_and_dtype_kept(backend, op, dtype):
         np.testing.assert_array_equal(y, y_before, err_msg=f"{op} backward changed the forward output")
         for result in (y, *running, *grads):
             assert result.dtype == np.dtype(dtype), f"{op}: result dtype {result.dtype} for {np.dtype(dtype)} input"
+            shared = [name for name, value in inputs.items()
+                      if isinstance(value, np.ndarray) and np.shares_memory(result, value)]
+            assert not shared, f"{op}: a result shares memory with its input {shared[0]}"
         if op == "softmax_cross_entropy":
             assert np.ndim(y) == 0
 

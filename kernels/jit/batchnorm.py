@@ -95,7 +95,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.1, e
         new_running_var = (1 - momentum) * running_var + momentum * var * (count / (count - 1))
     else:
         mean, var = running_mean.astype(dtype), running_var.astype(dtype)
-        new_running_mean, new_running_var = running_mean, running_var
+        new_running_mean, new_running_var = running_mean.copy(), running_var.copy()
     inv_std = 1 / np.sqrt(var + dtype.type(eps))
     x_hat, y = np.empty_like(x), np.empty_like(x)
     _normalise(x, mean, inv_std, np.ascontiguousarray(gamma), np.ascontiguousarray(beta, dtype), x_hat, y)

@@ -37,7 +37,7 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.1, e
     else:
         mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
         centred = x - _per_channel(mean, x)
-        new_running_mean, new_running_var = running_mean, running_var
+        new_running_mean, new_running_var = running_mean.copy(), running_var.copy()
     inv_std = 1 / np.sqrt(var + x.dtype.type(eps))
     x_hat = centred * _per_channel(inv_std, x)
     y = x_hat * _per_channel(gamma, x) + _per_channel(beta, x)
