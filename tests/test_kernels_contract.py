@@ -392,3 +392,19 @@ def test_jit_elementwise_ops_treat_infinity_and_nan_exactly_as_the_reference(op,
     for got, want in zip(results["jit"], results["reference"]):
         assert got.dtype == want.dtype
         np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("op", ["relu", "dropout"])
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_elementwise_gradients_keep_the_inputs_dtype_for_a_wider_dy(backend, op):
+    """A float64 dy (a loss computed in double precision, say) for a float32 layer gives a
+    float32 gradient, as the reference specifies."""
+    ops = kernels.get(backend)
+    x = np.array([[-1.0, 2.0, 3.0]], dtype=np.float32)
+    if op == "relu":
+        y, cache = ops.relu_forward(x)
+        dx = ops.relu_backward(np.ones(x.shape), cache)
+    else:
+        y, cache = ops.dropout_forward(x, np.array([[True, False, True]]), 0.5)
+        dx = ops.dropout_backward(np.ones(x.shape), cache)
+    assert dx.dtype == np.float32

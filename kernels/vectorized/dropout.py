@@ -46,6 +46,6 @@ def dropout_forward(x, mask, p):
 def dropout_backward(dy, cache):
     """dy (x.shape) -> dx = dy * mask / (1 - p)."""
     mask, scale = cache
-    dx = np.multiply(dy, mask)
+    dx = np.multiply(dy, mask, dtype=scale.dtype)
     dx *= scale
     return dx

@@ -11,10 +11,10 @@ def relu_forward(x):
 
 
 def relu_backward(dy, cache):
-    """dy (same shape as x) -> dx = dy where x > 0, else 0 (the gradient at exactly 0 is 0).
+    """dy (same shape as x) -> dx = dy where x > 0, else 0 (the gradient at exactly 0 is 0), in x's dtype.
 
     Multiplying by the mask is ten times faster than np.where; it differs only for an infinite
     or NaN dy where x <= 0 (NaN instead of 0).
     """
     x = cache
-    return np.multiply(dy, x > 0)
+    return np.multiply(dy, x > 0, dtype=x.dtype)
