@@ -98,6 +98,12 @@ def _train(args):
             config = training.Config.from_dict({**stored.config, **options})
         except ValueError as error:
             raise UsageError(f"{stored.path}: {error}") from None
+        planned = stored.config.get("epochs")
+        if config.schedule == "cosine" and planned is not None and config.epochs > planned:
+            print(f"note: this run's cosine schedule was planned over {planned} epochs; it keeps that "
+                  f"plan, so after epoch {planned} the learning rate rises again (as PyTorch's "
+                  f"CosineAnnealingLR does). For a schedule over {config.epochs} epochs, start a new run.",
+                  file=sys.stderr)
     else:
         stored = None
         if args.model is None:

@@ -95,6 +95,20 @@ def test_resume_continues_with_the_stored_configuration(tmp_path, capsys):
     assert stored.config["hidden"] == [16] and stored.config["epochs"] == 3 and stored.progress["epoch"] == 3
 
 
+@pytest.mark.parametrize("schedule, warned", [("cosine", True), ("none", False)])
+def test_extending_a_cosine_run_on_resume_says_what_happens_to_the_learning_rate(tmp_path, capsys, schedule,
+                                                                                   warned):
+    out = tmp_path / "r"
+    assert main(["train", "--model", "mlp", "--hidden", "16", "--epochs", "1", "--schedule", schedule,
+                 "--out", str(out), *TINY]) == 0
+    capsys.readouterr()
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert ("planned over 1 epochs" in err and "rises again" in err) == warned
+    if schedule == "cosine":  # the stored plan is kept: epoch 2 runs at the bottom of the cosine
+        assert json.loads((out / "metrics.json").read_text())[1]["lr"] == pytest.approx(0.0)
+
+
 def test_evaluate_prints_accuracy_per_class_and_confusion_matrix(finished_run, capsys):
     assert main(["evaluate", str(finished_run / "best.npz")]) == 0
     out = capsys.readouterr().out
