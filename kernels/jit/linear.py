@@ -1,9 +1,11 @@
 """Linear layers with a narrow output in Numba (F <= 16: a classifier's last layer); wider
 ones go to the ``vectorized`` backend's BLAS products.
 
-With ten outputs a BLAS product has almost nothing to block: seed_cnn's (64, 1352) @ (1352, 10)
-and its two gradient products took 95 us together in OpenBLAS, and they woke OpenBLAS's second
-thread, whose idle spinning then slowed the convolution that follows. Here each is a loop
+Why, when OpenBLAS is about as fast on these products in isolation (seed_cnn's (64, 1352) @
+(1352, 10) and its two gradient products: 96 us in OpenBLAS, 128 us here): each BLAS call wakes
+OpenBLAS's second thread, which then spins while the Numba convolution that follows wants its
+core. With its head here, seed_cnn's training step makes no BLAS call at all (its epoch was 35%
+slower with the head in BLAS), and an MLP's step is as fast either way. Each product is a loop
 over long contiguous rows, with the weights transposed to (F, D) so that every inner loop runs
 along D, and four rows per pass so that each load feeds four multiply-adds (with no
 stand-in rows for the leftovers: choosing between a row and a stand-in inside the blocked
@@ -11,7 +13,9 @@ loop made LLVM's code for it 2-4x slower):
 - forward: y[n, f] = b[f] + dot(x[n], w_t[f]), four samples' dot products at once;
 - backward: dw_t[f] += sum of dy[n, f] * x[n] over four samples, and
   dx[n] = sum over f of dy[n, f] * w_t[f], four outputs at a time.
-One thread: the three loops take tens of microseconds, about what waking a thread costs.
+One thread: the loops take tens of microseconds, about what waking a thread costs, and a
+parallel version made seed_cnn 16% faster but mlp at batch 64 32% slower (its second thread
+met OpenBLAS's, still spinning after the product before).
 """
 import numpy as np
 from numba import njit
