@@ -166,3 +166,30 @@ if __name__ == "__main__":
         print(json.dumps(torch_parity()))
     else:
         print(json.dumps(run_suite(sys.argv[1], sys.argv[2])))
+
+
+BUSY_PROBE = """
+import sys, threading, time
+sys.path.insert(0, {asv_bench!r})
+from benchmarks.common import busy_fraction, machine_note
+stop = time.perf_counter() + 1.5
+
+def spin():
+    while time.perf_counter() < stop:
+        pass
+
+spinner = threading.Thread(target=spin)
+spinner.start()
+print(busy_fraction(0.5)); print(machine_note())
+spinner.join()
+"""
+
+
+def test_the_scripts_warn_when_a_core_is_busy_before_they_measure():
+    """A thread spinning on one core while the scripts look: at least that core is seen busy,
+    and the header line says the timings are unreliable."""
+    probe = BUSY_PROBE.format(asv_bench=str(REPO / "asv_bench"))
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                         timeout=120).stdout.splitlines()
+    assert float(out[0]) >= 0.8 / os.cpu_count()
+    assert "the machine is busy" in out[1]

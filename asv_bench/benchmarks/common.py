@@ -285,16 +285,38 @@ def jit_compile_seconds(cache_dir):
 
 # -- reports ------------------------------------------------------------------------------------
 
+def busy_fraction(seconds=0.5):
+    """Fraction of all cores' time spent busy over ``seconds`` while this process sleeps (from
+    /proc/stat), or None where there is no /proc/stat."""
+    def busy_and_total():
+        with open("/proc/stat") as stat:
+            ticks = [int(t) for t in stat.readline().split()[1:]]
+        idle = ticks[3] + ticks[4]  # idle, iowait
+        return sum(ticks) - idle, sum(ticks)
+
+    try:
+        busy_before, total_before = busy_and_total()
+        time.sleep(seconds)
+        busy_after, total_after = busy_and_total()
+    except (OSError, ValueError, IndexError):
+        return None
+    return (busy_after - busy_before) / max(1, total_after - total_before)
+
+
 def machine_note():
-    """One line on what the timings ran on, with the load average: on this 2-core machine any
-    other busy process slows 2-thread BLAS down many times over, so a loaded run is not to be
-    trusted."""
+    """One line on what the timings ran on, and a warning if other processes were using the
+    cores just before: on this 2-core machine any other busy process slows 2-thread BLAS down
+    many times over, so such a run is not to be trusted. (The load average alone would warn
+    after any earlier benchmark: it decays over minutes.)"""
     import fastnn
 
     load = os.getloadavg()[0]
-    warning = "  -- the machine is busy: timings are unreliable" if load > 0.5 else ""
+    busy = busy_fraction()
+    busy_now = load > 0.5 if busy is None else busy > 0.1
+    measured = f"load average {load:.2f}" + ("" if busy is None else f", cores {busy:.0%} busy")
+    warning = "  -- the machine is busy: timings are unreliable" if busy_now else ""
     return (f"fastnn {fastnn.__version__}, numpy {np.__version__}, float32, {THREADS} threads, "
-            f"{os.cpu_count()} cores, load average {load:.2f} before the run{warning}")
+            f"{os.cpu_count()} cores, {measured} before the run{warning}")
 
 
 def print_table(header, rows):
