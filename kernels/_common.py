@@ -123,6 +123,15 @@ def check_batchnorm(x, gamma, beta, running_mean, running_var, training):
         raise ValueError(f"batchnorm in training mode needs more than one value per channel, got x {x.shape}")
 
 
+def running_statistics(running_mean, running_var, batch_mean, batch_var, count, momentum):
+    """Batch norm's running statistics after one training batch, as new arrays (PyTorch's rule):
+    running = (1 - momentum) * running + momentum * batch, with the batch variance (biased, over
+    ``count`` values per channel) made unbiased for running_var."""
+    momentum = float(momentum)
+    return ((1 - momentum) * running_mean + momentum * batch_mean,
+            (1 - momentum) * running_var + momentum * batch_var * (count / (count - 1)))
+
+
 def check_dropout_p(p):
     if not 0.0 <= p < 1.0:
         raise ValueError(f"dropout probability p must be in [0, 1), got {p!r}")

@@ -89,10 +89,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.1, e
     if training:
         mean, var = _moments(x)
         mean, var = mean.astype(dtype), var.astype(dtype)
-        count = x.shape[0]
-        momentum = float(momentum)
-        new_running_mean = (1 - momentum) * running_mean + momentum * mean
-        new_running_var = (1 - momentum) * running_var + momentum * var * (count / (count - 1))
+        new_running_mean, new_running_var = _common.running_statistics(
+            running_mean, running_var, mean, var, x.shape[0], momentum)
     else:
         mean, var = running_mean.astype(dtype), running_var.astype(dtype)
         new_running_mean, new_running_var = running_mean.copy(), running_var.copy()
@@ -109,10 +107,11 @@ def batchnorm_backward(dy, cache):
         return served_by.batchnorm_backward(dy, cache)
     x_hat, gamma, inv_std, training = cache
     dtype = x_hat.dtype
-    dbeta, dgamma = _gradient_sums(np.ascontiguousarray(dy, dtype), x_hat)
+    dy = np.ascontiguousarray(dy, dtype)
+    dbeta, dgamma = _gradient_sums(dy, x_hat)
     scale = gamma * inv_std
     count = x_hat.shape[0]
     mean_dy, mean_dy_x_hat = (dbeta / count).astype(dtype), (dgamma / count).astype(dtype)
     dx = np.empty_like(x_hat)
-    _input_gradient(np.ascontiguousarray(dy, dtype), x_hat, mean_dy, mean_dy_x_hat, scale, training, dx)
+    _input_gradient(dy, x_hat, mean_dy, mean_dy_x_hat, scale, training, dx)
     return dx, dgamma.astype(dtype), dbeta.astype(dtype)

@@ -30,10 +30,8 @@ def batchnorm_forward(x, gamma, beta, running_mean, running_var, momentum=0.1, e
         mean = x.mean(axis=axes)
         centred = x - _per_channel(mean, x)
         var = np.square(centred).mean(axis=axes)
-        count = x.size // x.shape[1]
-        momentum = float(momentum)
-        new_running_mean = (1 - momentum) * running_mean + momentum * mean
-        new_running_var = (1 - momentum) * running_var + momentum * var * (count / (count - 1))
+        new_running_mean, new_running_var = _common.running_statistics(
+            running_mean, running_var, mean, var, x.size // x.shape[1], momentum)
     else:
         mean, var = running_mean.astype(x.dtype), running_var.astype(x.dtype)
         centred = x - _per_channel(mean, x)
