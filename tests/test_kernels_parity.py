@@ -177,6 +177,45 @@ def test_conv2d_maxpool2d_for_inference_gives_the_same_output(backend, seed):
     assert_matches(backend, "conv2d_maxpool2d", inputs, {"y": y}, {"y": expected["y"]}, "float32")
 
 
+def winograd_case(op, seed, dtype):
+    """(inputs, dy): a stride-1 3 x 3 convolution that the jit backend does by Winograd's method
+    (jit/winograd.py: enough input channels, a small plane), for ``conv2d`` or, with a ReLU or not
+    and a pooling after it, ``conv2d_maxpool2d``. Odd sizes, batch 1, padding 0 to 2, planes
+    down to 1 x 1, non-contiguous inputs."""
+    from fastnn.kernels.jit import winograd
+    rng = np.random.default_rng([seed, 2016])
+    N, F = rng.integers(1, 6), rng.integers(1, 10)
+    C = winograd.MIN_CHANNELS + int(rng.integers(0, 9))
+    pad = int(rng.integers(0, 3))
+    H, W = rng.integers(max(1, 3 - 2 * pad), 17 - 2 * pad, size=2)
+    inputs = {"x": kernel_cases.relayout(rng, rng.standard_normal((N, C, H, W)).astype(dtype)),
+              "w": kernel_cases.relayout(rng, rng.standard_normal((F, C, 3, 3)).astype(dtype)),
+              "b": rng.standard_normal(F).astype(dtype), "stride": 1, "pad": pad}
+    if op == "conv2d_maxpool2d":
+        OH, OW = H + 2 * pad - 2, W + 2 * pad - 2
+        inputs.update(size=int(rng.integers(1, min(OH, OW, 3) + 1)), relu=bool(rng.random() < 0.5),
+                      pool_stride=None if rng.random() < 0.5 else int(rng.integers(1, 3)))
+    return inputs, kernel_cases.draw_dy(rng, op, inputs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(30), ids=lambda seed: f"case{seed}")
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_maxpool2d"])
+def test_jit_winograd_convolution_matches_reference(monkeypatch, op, seed, dtype):
+    from fastnn.kernels.jit import winograd
+    if seed % 2:  # every image its own slice of the batch (winograd.BATCH_SLICE_BYTES)
+        monkeypatch.setattr(winograd, "BATCH_SLICE_BYTES", 1)
+    inputs, dy = winograd_case(op, seed, dtype)
+    ops = kernels.get("jit")
+    _, cache = getattr(ops, f"{op}_forward")(**inputs)
+    assert cache[0] is winograd, "the case must take the Winograd path"
+    expected = kernel_cases.run(kernels.get("reference"), op, inputs, dy)
+    assert_matches("jit", op, inputs, kernel_cases.run(ops, op, inputs, dy), expected, dtype)
+    dx, dw, db = getattr(ops, f"{op}_backward")(dy, cache, input_grad=False)
+    assert dx is None
+    assert_matches("jit", op, inputs, {"dw": dw, "db": db}, {"dw": expected["dw"], "db": expected["db"]}, dtype)
+
+
 # --- optimizer updates (in place) ---------------------------------------------------------------
 
 def optimizer_update_cases():

@@ -1,6 +1,7 @@
 """The ``jit`` backend: Numba kernels for every op. Some hand shapes where NumPy wins to the
 ``vectorized`` backend inside the op: linear layers wider than 16 outputs (BLAS), strides other
-than 1 in convolutions (im2col + BLAS), batch normalisation of (N, C, H, W) inputs.
+than 1 in convolutions (im2col + BLAS), batch normalisation of (N, C, H, W) inputs. 3 x 3
+convolutions with many input channels on small planes use Winograd's method (``winograd.py``).
 
 Nothing compiles at import. Each kernel compiles at its first call for the dtype it is given
 (float32 and float64 are separate compilations) and is cached on disk (``_config.CACHE``; the
@@ -12,6 +13,7 @@ with fastnn's other thread defaults (see ``fastnn``'s docstring).
 """
 import numpy as np
 
+from . import winograd
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward, dropout_mask
@@ -27,6 +29,12 @@ def warm_up(dtype=np.float32):
     """Compile (or load from the disk cache) every jit kernel for ``dtype`` on tiny inputs."""
     dtype = np.dtype(dtype)
     x, w, b = np.ones((1, 1, 4, 4), dtype), np.ones((1, 1, 3, 3), dtype), np.zeros(1, dtype)
+    y, cache = conv2d_forward(x, w, b, stride=1, pad=1)
+    conv2d_backward(y, cache)
+    y, cache = conv2d_maxpool2d_forward(x, w, b, stride=1, pad=1, size=2, relu=True)
+    conv2d_maxpool2d_backward(y, cache)
+    # The same two ops with enough channels for Winograd's method (winograd.py).
+    x, w = np.ones((1, winograd.MIN_CHANNELS, 4, 4), dtype), np.ones((1, winograd.MIN_CHANNELS, 3, 3), dtype)
     y, cache = conv2d_forward(x, w, b, stride=1, pad=1)
     conv2d_backward(y, cache)
     y, cache = conv2d_maxpool2d_forward(x, w, b, stride=1, pad=1, size=2, relu=True)

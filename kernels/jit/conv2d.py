@@ -2,14 +2,15 @@
 
 When it pays. The direct method wins on thin layers, where im2col + BLAS spends its time
 copying columns for a small product: seed_cnn's first convolution (C = 1) runs about 1.5x
-as fast as the ``vectorized`` backend, and with its max-pooling fused 3.5x; lenet's second one
-(32 -> 64 channels, 14 x 14) with its pooling 2.5x (asv's kernel suite, batch 64; an im2col +
-OpenBLAS version of that layer, tried, was no faster than this one). It needs stride 1; any other stride is handed to ``vectorized``'s
-im2col + BLAS (by the direct method on the stride-1 grid, stride 2 was 5x slower), and the
-cache remembers which one ran. Where BLAS would still win at stride 1: kernels narrower than
-3 (the micro-kernel takes three kernel columns at a time; 1 x 1 with 16 -> 32 channels was 4x
-slower) and small planes with many channels (7 x 7, 64 -> 128: 2x slower). No model here has
-those.
+as fast as the ``vectorized`` backend, and with its max-pooling fused 3.5x. 3 x 3 kernels with
+many input channels on small planes go to Winograd's method instead (``winograd.py``, which
+says where: lenet's second convolution, 32 -> 64 channels on 14 x 14, with its pooling 11.6 ->
+7.9 ms forward and backward at batch 64). It needs stride 1; any other stride is handed to
+``vectorized``'s im2col + BLAS (by the direct method on the stride-1 grid, stride 2 was 5x
+slower), and the cache remembers which one ran. Where BLAS would still win at stride 1:
+kernels narrower than 3 (the micro-kernel takes three kernel columns at a time; 1 x 1 with
+16 -> 32 channels was 4x slower) and small planes with many channels and kernels other than
+3 x 3. No model here has those.
 
 Shifted copies. For each image the padded input is first copied into ``KW`` shifted copies
 whose rows are exactly as wide as the output (an im2col along the kernel's width only):
@@ -49,6 +50,7 @@ from numba import njit, prange
 
 from .. import _common
 from ..vectorized import conv2d as vectorized_conv2d
+from . import winograd
 from ._config import CACHE, FASTMATH, prange_only
 
 
@@ -338,6 +340,9 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
         y, cache = vectorized_conv2d.conv2d_forward(x, w, b, stride, pad)
         return y, (vectorized_conv2d, cache)
     x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
+    if winograd.suits(x, w, stride, pad):
+        y, state = winograd.conv2d_forward(x, w, b, int(pad), _chunks(x.shape[0]))
+        return y, (winograd, state)
     y, shifted = _forward(x, w, b, int(pad), _chunks(x.shape[0]))
     return y, (None, (x.shape, shifted, w, int(pad)))
 
@@ -345,8 +350,16 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
 def conv2d_backward(dy, cache, input_grad=True):
     """dy (N, F, OH, OW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, KH, KW), db (F,)."""
     delegate, state = cache
-    if delegate is not None:
+    if delegate is vectorized_conv2d:
         return delegate.conv2d_backward(dy, state, input_grad)
+    if delegate is winograd:
+        plan = state[0]
+        expected = (plan.N, plan.F, plan.OH, plan.OW)
+        if dy.shape != expected:
+            raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
+        dy = np.ascontiguousarray(dy, dtype=state[1].dtype)
+        dx, dw, db = winograd.conv2d_backward(dy, state, bool(input_grad), _chunks(plan.N))
+        return dx, dw, db
     (N, C, H, W), shifted, w, pad = state
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     expected = (N, F, _common.output_size(H, KH, 1, pad), _common.output_size(W, KW, 1, pad))

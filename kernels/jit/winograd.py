@@ -1,0 +1,448 @@
+"""3 x 3 stride-1 convolution by Winograd's minimal filtering F(2 x 2, 3 x 3) (Lavin & Gray, 2016).
+
+The output is cut into 2 x 2 tiles; tile t = (ty, tx) of an image reads the 4 x 4 patch d of the
+zero-padded input at rows 2 ty .. 2 ty + 3, columns 2 tx .. 2 tx + 3, and
+
+    y_tile = A^T [ sum over c of (G g_fc G^T) * (B^T d_c B) ] A          (* elementwise, 4 x 4)
+
+with g_fc the 3 x 3 filter (f, c) and
+
+    B^T = [[1,  0, -1,  0],     G = [[1,    0,    0  ],     A^T = [[1, 1,  1,  0],
+           [0,  1,  1,  0],          [1/2,  1/2,  1/2],            [0, 1, -1, -1]]
+           [0, -1,  1,  0],          [1/2, -1/2,  1/2],
+           [0,  1,  0, -1]]          [0,    0,    1  ]]
+
+(in one dimension, y0 = g0 d0 + g1 d1 + g2 d2 and y1 = g0 d1 + g1 d2 + g2 d3 from four
+multiplications instead of six). For each of the 16 entries k of a transformed tile, the sum
+over channels is one matrix product over all T tiles of the batch:
+
+    M[k] (T, F) = V[k] (T, C) @ U[k] (C, F),    V = transformed patches, U = transformed filters,
+
+done by BLAS: 16 F C T multiply-adds instead of the direct method's 36 F C T (2.25x fewer).
+The transforms are additions and halvings, in Numba, one thread per slice of the batch, over
+channels-last scratch copies of each image so that every inner loop runs along contiguous
+channels.
+
+The backward pass is the adjoint of each linear stage, in reverse order:
+    dM[k] = A dY_tile A^T                    (transposed output transform; db sums dY)
+    dU[k] = V[k]^T dM[k],  dw = G^T dU G     (BLAS, then the transposed filter transform)
+    dV[k] = dM[k] U[k]^T,  dx = sum of B dV_tile B^T over the patches each pixel is in
+so it needs the forward's V and nothing else. The transforms add up to four values before
+multiplying, so rounding differs from the direct sums, within the same bounds (the parity
+tests hold this backend to the same tolerance as every other).
+
+Memory layout. V, M and their gradients are (16, R, K) arrays written by 16 streams at once
+(one per k). With R K a multiple of 4096 bytes (lenet at batch 64: T = 3136 tiles of 32
+channels) all 16 streams fall into the same L1 cache sets and the patch transform ran 8x
+slower; ``_rows`` pads R past T so the streams spread over the sets. Only the first T rows are
+used.
+
+Where it is used (``suits``): 3 x 3 kernels, stride 1, at least ``MIN_CHANNELS`` input channels
+and output planes of at most ``MAX_PLANE`` pixels. Forward and backward with 2 x 2 pooling,
+batch 64, 2 threads, against the direct method (``conv2d.py``): on 14 x 14 planes with 64
+filters, C = 8: 5.1 vs 3.5 ms, C = 16: 6.0 vs 6.2, C = 32: 7.8 vs 11.5, C = 64: 12.0 vs 22.4;
+on 7 x 7, C = 32: 3.1 vs 5.7. On 28 x 28 planes the direct method's long rows keep it ahead
+up to C = 64 (32 filters: 47.6 vs 47.4 ms), and on one input channel (seed_cnn's and lenet's
+first layers) the transforms cost 4x what the products save.
+"""
+import numpy as np
+from numba import njit, prange
+
+from .. import _common
+from ._config import CACHE, FASTMATH, prange_only
+from .maxpool2d import pool_planes
+
+MIN_CHANNELS = 16
+MAX_PLANE = 16 * 16
+
+# Filter transform: G rows (1, 0, 0), (1/2, 1/2, 1/2), (1/2, -1/2, 1/2), (0, 0, 1).
+_G = np.array([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def suits(x, w, stride, pad):
+    """Whether this module should convolve x (N, C, H, W) with filters w (F, C, KH, KW)."""
+    F, C, KH, KW = w.shape
+    H, W = x.shape[2:]
+    plane = (H + 2 * pad - 2) * (W + 2 * pad - 2)
+    return KH == 3 and KW == 3 and stride == 1 and C >= MIN_CHANNELS and plane <= MAX_PLANE
+
+
+def _rows(T, K, itemsize):
+    """Rows R >= T for a (16, R, K) array whose 16 slabs start in different 256-byte bands of a
+    4096-byte page (see the module docstring), or T if no R up to T + 63 does that."""
+    for R in range(T, T + 64):
+        if (R * K * itemsize) % 4096 // 256 % 2 == 1:
+            return R
+    return T
+
+
+@njit(cache=CACHE)
+def _filter_transform(w, G):
+    """U (16, C, F): U[4a + b, c, f] = (G w[f, c] G^T)[a, b]. w (F, C, 3, 3); G (4, 3)."""
+    F, C = w.shape[0], w.shape[1]
+    U = np.empty((16, C, F), w.dtype)
+    for f in range(F):
+        for c in range(C):
+            for a in range(4):
+                # Row a of G w[f, c], then its products with the rows of G.
+                r0 = G[a, 0] * w[f, c, 0, 0] + G[a, 1] * w[f, c, 1, 0] + G[a, 2] * w[f, c, 2, 0]
+                r1 = G[a, 0] * w[f, c, 0, 1] + G[a, 1] * w[f, c, 1, 1] + G[a, 2] * w[f, c, 2, 1]
+                r2 = G[a, 0] * w[f, c, 0, 2] + G[a, 1] * w[f, c, 1, 2] + G[a, 2] * w[f, c, 2, 2]
+                for b in range(4):
+                    U[4 * a + b, c, f] = r0 * G[b, 0] + r1 * G[b, 1] + r2 * G[b, 2]
+    return U
+
+
+@njit(cache=CACHE)
+def _filter_transform_adjoint(dU, G):
+    """dw (F, C, 3, 3): dw[f, c] = G^T dU_fc G with dU_fc[a, b] = dU[4a + b, f, c], the transpose
+    of ``_filter_transform``. dU (16, F, C); G (4, 3)."""
+    F, C = dU.shape[1], dU.shape[2]
+    dw = np.empty((F, C, 3, 3), dU.dtype)
+    for f in range(F):
+        for c in range(C):
+            for i in range(3):
+                # Row i of G^T dU_fc, then its products with the columns of G.
+                r0 = G[0, i] * dU[0, f, c] + G[1, i] * dU[4, f, c] + G[2, i] * dU[8, f, c] + G[3, i] * dU[12, f, c]
+                r1 = G[0, i] * dU[1, f, c] + G[1, i] * dU[5, f, c] + G[2, i] * dU[9, f, c] + G[3, i] * dU[13, f, c]
+                r2 = G[0, i] * dU[2, f, c] + G[1, i] * dU[6, f, c] + G[2, i] * dU[10, f, c] + G[3, i] * dU[14, f, c]
+                r3 = G[0, i] * dU[3, f, c] + G[1, i] * dU[7, f, c] + G[2, i] * dU[11, f, c] + G[3, i] * dU[15, f, c]
+                for j in range(3):
+                    dw[f, c, i, j] = r0 * G[0, j] + r1 * G[1, j] + r2 * G[2, j] + r3 * G[3, j]
+    return dw
+
+
+@njit(cache=CACHE, fastmath=FASTMATH)
+def _patch_transform(padded, V, start):
+    """V[4a + b, start + ty * TW + tx, c] = (B^T d B)[a, b] for the 4 x 4 patch d of channel c at
+    (2 ty, 2 tx). padded (2 TH + 2, 2 TW + 2, C), channels last, zero where the input has no pixel."""
+    TH, TW = (padded.shape[0] - 2) // 2, (padded.shape[1] - 2) // 2
+    C = padded.shape[2]
+    for ty in range(TH):
+        r0, r1, r2, r3 = padded[2 * ty], padded[2 * ty + 1], padded[2 * ty + 2], padded[2 * ty + 3]
+        for tx in range(TW):
+            i, s = start + ty * TW + tx, 2 * tx
+            for c in range(C):
+                # Rows first (B^T d): e_a[j] for the four patch columns j.
+                e00, e01, e02, e03 = r0[s, c] - r2[s, c], r0[s + 1, c] - r2[s + 1, c], r0[s + 2, c] - r2[s + 2, c], r0[s + 3, c] - r2[s + 3, c]
+                e10, e11, e12, e13 = r1[s, c] + r2[s, c], r1[s + 1, c] + r2[s + 1, c], r1[s + 2, c] + r2[s + 2, c], r1[s + 3, c] + r2[s + 3, c]
+                e20, e21, e22, e23 = r2[s, c] - r1[s, c], r2[s + 1, c] - r1[s + 1, c], r2[s + 2, c] - r1[s + 2, c], r2[s + 3, c] - r1[s + 3, c]
+                e30, e31, e32, e33 = r1[s, c] - r3[s, c], r1[s + 1, c] - r3[s + 1, c], r1[s + 2, c] - r3[s + 2, c], r1[s + 3, c] - r3[s + 3, c]
+                # Then columns (... B).
+                V[0, i, c], V[1, i, c], V[2, i, c], V[3, i, c] = e00 - e02, e01 + e02, e02 - e01, e01 - e03
+                V[4, i, c], V[5, i, c], V[6, i, c], V[7, i, c] = e10 - e12, e11 + e12, e12 - e11, e11 - e13
+                V[8, i, c], V[9, i, c], V[10, i, c], V[11, i, c] = e20 - e22, e21 + e22, e22 - e21, e21 - e23
+                V[12, i, c], V[13, i, c], V[14, i, c], V[15, i, c] = e30 - e32, e31 + e32, e32 - e31, e31 - e33
+
+
+@njit(cache=CACHE, fastmath=FASTMATH)
+def _patch_transform_adjoint(dV, start, d_padded):
+    """d_padded[:, :, c] = sum over tiles of B dV_tile B^T, added at the tile's patch: the transpose
+    of ``_patch_transform``. dV (16, T, C); d_padded (2 TH + 2, 2 TW + 2, C), overwritten."""
+    TH, TW = (d_padded.shape[0] - 2) // 2, (d_padded.shape[1] - 2) // 2
+    C = d_padded.shape[2]
+    d_padded[:] = 0
+    for ty in range(TH):
+        r0, r1, r2, r3 = d_padded[2 * ty], d_padded[2 * ty + 1], d_padded[2 * ty + 2], d_padded[2 * ty + 3]
+        for tx in range(TW):
+            i, s = start + ty * TW + tx, 2 * tx
+            for c in range(C):
+                # Columns first (the transpose of "... B"): row a of the tile gives fa0..fa3.
+                v0, v1, v2, v3 = dV[0, i, c], dV[1, i, c], dV[2, i, c], dV[3, i, c]
+                f00, f01, f02, f03 = v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+                v0, v1, v2, v3 = dV[4, i, c], dV[5, i, c], dV[6, i, c], dV[7, i, c]
+                f10, f11, f12, f13 = v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+                v0, v1, v2, v3 = dV[8, i, c], dV[9, i, c], dV[10, i, c], dV[11, i, c]
+                f20, f21, f22, f23 = v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+                v0, v1, v2, v3 = dV[12, i, c], dV[13, i, c], dV[14, i, c], dV[15, i, c]
+                f30, f31, f32, f33 = v0, v1 - v2 + v3, v1 + v2 - v0, -v3
+                # Then rows (the transpose of B^T d), added into the patch.
+                r0[s, c] += f00
+                r0[s + 1, c] += f01
+                r0[s + 2, c] += f02
+                r0[s + 3, c] += f03
+                r1[s, c] += f10 - f20 + f30
+                r1[s + 1, c] += f11 - f21 + f31
+                r1[s + 2, c] += f12 - f22 + f32
+                r1[s + 3, c] += f13 - f23 + f33
+                r2[s, c] += f10 + f20 - f00
+                r2[s + 1, c] += f11 + f21 - f01
+                r2[s + 2, c] += f12 + f22 - f02
+                r2[s + 3, c] += f13 + f23 - f03
+                r3[s, c] -= f30
+                r3[s + 1, c] -= f31
+                r3[s + 2, c] -= f32
+                r3[s + 3, c] -= f33
+
+
+@njit(cache=CACHE, fastmath=FASTMATH)
+def _tile_output(M, start, b, z):
+    """z[2 ty + a, 2 tx + b', f] = b[f] + (A^T m A)[a, b'] with m[k] = M[k, start + ty * TW + tx, f],
+    for the entries inside z. M (16, T, F); z (OH, OW, F), channels last."""
+    OH, OW, F = z.shape
+    TH, TW = (OH + 1) // 2, (OW + 1) // 2
+    for ty in range(TH):
+        h = 2 * ty
+        for tx in range(TW):
+            i, w = start + ty * TW + tx, 2 * tx
+            for f in range(F):
+                # Rows (A^T m): g_a[j] for the four columns j.
+                g00 = M[0, i, f] + M[4, i, f] + M[8, i, f]
+                g01 = M[1, i, f] + M[5, i, f] + M[9, i, f]
+                g02 = M[2, i, f] + M[6, i, f] + M[10, i, f]
+                g03 = M[3, i, f] + M[7, i, f] + M[11, i, f]
+                g10 = M[4, i, f] - M[8, i, f] - M[12, i, f]
+                g11 = M[5, i, f] - M[9, i, f] - M[13, i, f]
+                g12 = M[6, i, f] - M[10, i, f] - M[14, i, f]
+                g13 = M[7, i, f] - M[11, i, f] - M[15, i, f]
+                z[h, w, f] = b[f] + g00 + g01 + g02
+                if w + 1 < OW:
+                    z[h, w + 1, f] = b[f] + g01 - g02 - g03
+                if h + 1 < OH:
+                    z[h + 1, w, f] = b[f] + g10 + g11 + g12
+                    if w + 1 < OW:
+                        z[h + 1, w + 1, f] = b[f] + g11 - g12 - g13
+
+
+@njit(cache=CACHE, fastmath=FASTMATH)
+def _tile_output_adjoint(dz, start, dM):
+    """dM[k, start + t, f] = (A dz_tile A^T)[k], with dz zero outside its OH x OW: the transpose of
+    ``_tile_output``. dz (OH, OW, F), channels last; dM (16, T, F)."""
+    OH, OW, F = dz.shape
+    TH, TW = (OH + 1) // 2, (OW + 1) // 2
+    zero = dz.dtype.type(0)
+    for ty in range(TH):
+        h = 2 * ty
+        for tx in range(TW):
+            i, w = start + ty * TW + tx, 2 * tx
+            for f in range(F):
+                y00 = dz[h, w, f]
+                y01 = dz[h, w + 1, f] if w + 1 < OW else zero
+                y10 = dz[h + 1, w, f] if h + 1 < OH else zero
+                y11 = dz[h + 1, w + 1, f] if h + 1 < OH and w + 1 < OW else zero
+                # Columns (the transpose of "... A"), for both rows.
+                c00, c01, c02, c03 = y00, y00 + y01, y00 - y01, -y01
+                c10, c11, c12, c13 = y10, y10 + y11, y10 - y11, -y11
+                # Rows (the transpose of A^T ...).
+                dM[0, i, f], dM[1, i, f], dM[2, i, f], dM[3, i, f] = c00, c01, c02, c03
+                dM[4, i, f], dM[5, i, f], dM[6, i, f], dM[7, i, f] = c00 + c10, c01 + c11, c02 + c12, c03 + c13
+                dM[8, i, f], dM[9, i, f], dM[10, i, f], dM[11, i, f] = c00 - c10, c01 - c11, c02 - c12, c03 - c13
+                dM[12, i, f], dM[13, i, f], dM[14, i, f], dM[15, i, f] = -c10, -c11, -c12, -c13
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _transform_patches(x, pad, TH, TW, R, chunks):
+    """V (16, R, C) with V[:, n * TH * TW + t] image n's transformed patches. x (N, C, H, W)."""
+    N, C, H, W = x.shape
+    V = np.empty((16, R, C), x.dtype)
+    for k in prange(chunks):
+        padded = np.zeros((2 * TH + 2, 2 * TW + 2, C), x.dtype)  # the border stays zero
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            for c in range(C):
+                for h in range(H):
+                    for w in range(W):
+                        padded[pad + h, pad + w, c] = x[n, c, h, w]
+            _patch_transform(padded, V, n * TH * TW)
+    return V
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _patches_adjoint(dV, pad, dx, chunks):
+    """dx (N, C, H, W) from dV (16, R, C), image n's tiles from row n * TH * TW on: the transpose
+    of ``_transform_patches``."""
+    N, C, H, W = dx.shape
+    TH, TW = (H + 2 * pad - 1) // 2, (W + 2 * pad - 1) // 2
+    for k in prange(chunks):
+        d_padded = np.empty((2 * TH + 2, 2 * TW + 2, C), dV.dtype)
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            _patch_transform_adjoint(dV, n * TH * TW, d_padded)
+            for c in range(C):
+                for h in range(H):
+                    for w in range(W):
+                        dx[n, c, h, w] = d_padded[pad + h, pad + w, c]
+
+
+@njit(cache=CACHE)
+def _to_planes(z_last, z):
+    """z[f, h, w] = z_last[h, w, f]. z_last (OH, OW, F); z (F, OH, OW)."""
+    OH, OW, F = z_last.shape
+    for f in range(F):
+        for h in range(OH):
+            for w in range(OW):
+                z[f, h, w] = z_last[h, w, f]
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _outputs(M, b, y, chunks):
+    """y (N, F, OH, OW) from the products M (16, R, F), image n's tiles from row n * TH * TW on,
+    and the bias b (F,)."""
+    N, F, OH, OW = y.shape
+    for k in prange(chunks):
+        z_last = np.empty((OH, OW, F), M.dtype)
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            _tile_output(M, n * ((OH + 1) // 2) * ((OW + 1) // 2), b, z_last)
+            _to_planes(z_last, y[n])
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _pooled_outputs(M, b, OH, OW, size, stride, relu, y, where, chunks):
+    """y (N, F, PH, PW) = max-pooling (ReLU'd if ``relu``) of the OH x OW convolution output
+    given by ``_outputs``'s M and b, and where (N, F, PH, PW): see ``maxpool2d.pool_planes``."""
+    N, F = y.shape[0], y.shape[1]
+    for k in prange(chunks):
+        z_last = np.empty((OH, OW, F), M.dtype)
+        z = np.empty((F, OH, OW), M.dtype)
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            _tile_output(M, n * ((OH + 1) // 2) * ((OW + 1) // 2), b, z_last)
+            _to_planes(z_last, z)
+            pool_planes(z, size, stride, relu, y[n], where[n])
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _output_gradients(dy, dM, chunks):
+    """dM (16, R, F) and db (F,) from dy (N, F, OH, OW): the transpose of ``_outputs``."""
+    N, F, OH, OW = dy.shape
+    db_parts = np.zeros((chunks, F), dy.dtype)
+    for k in prange(chunks):
+        dz_last = np.empty((OH, OW, F), dy.dtype)
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            for f in range(F):
+                s = dy.dtype.type(0)
+                for h in range(OH):
+                    for w in range(OW):
+                        v = dy[n, f, h, w]
+                        dz_last[h, w, f] = v
+                        s += v
+                db_parts[k, f] += s
+            _tile_output_adjoint(dz_last, n * ((OH + 1) // 2) * ((OW + 1) // 2), dM)
+    return _sum_rows(db_parts)
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _pooled_output_gradients(dy, where, OH, OW, dM, chunks):
+    """dM (16, R, F) and db (F,) from the pooled gradient dy (N, F, PH, PW) and the forward's
+    where: the transpose of ``_pooled_outputs``."""
+    N, F = dy.shape[0], dy.shape[1]
+    P = dy.shape[2] * dy.shape[3]
+    db_parts = np.zeros((chunks, F), dy.dtype)
+    for k in prange(chunks):
+        dz_last = np.empty(OH * OW * F, dy.dtype)  # (OH, OW, F), flat
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            g, at = dy[n].reshape(F, P), where[n].reshape(F, P)
+            dz_last[:] = 0
+            for f in range(F):
+                s = dy.dtype.type(0)
+                for p in range(P):
+                    if at[f, p] >= 0:
+                        dz_last[at[f, p] * F + f] += g[f, p]
+                        s += g[f, p]
+                db_parts[k, f] += s
+            _tile_output_adjoint(dz_last.reshape(OH, OW, F), n * ((OH + 1) // 2) * ((OW + 1) // 2), dM)
+    return _sum_rows(db_parts)
+
+
+@njit(cache=CACHE)
+def _sum_rows(parts):
+    """parts (chunks, F) -> (F,), added in chunk order."""
+    total = parts[0].copy()
+    for k in range(1, parts.shape[0]):
+        total += parts[k]
+    return total
+
+
+# The products run over slices of the batch of at most this many bytes of M (16, tiles, F):
+# M and dM for a whole batch-256 lenet step (51 MB each) were fresh memory on every call.
+BATCH_SLICE_BYTES = 16 << 20
+
+
+class _Plan:
+    """Shapes of one convolution: tiles per image, images per slice, padded buffer rows."""
+
+    def __init__(self, x_shape, w, pad):
+        self.N, self.C, self.H, self.W = x_shape
+        self.F = w.shape[0]
+        self.pad = pad
+        self.OH, self.OW = self.H + 2 * pad - 2, self.W + 2 * pad - 2
+        self.TH, self.TW = (self.OH + 1) // 2, (self.OW + 1) // 2
+        self.tiles = self.TH * self.TW
+        most = max(1, BATCH_SLICE_BYTES // (16 * self.tiles * max(self.C, self.F) * w.itemsize))
+        self.images = -(-self.N // -(-self.N // most))  # as even as the slices can be
+
+    def slices(self):
+        """(first image, end image, first tile, end tile) of every slice of the batch."""
+        for n0 in range(0, self.N, self.images):
+            n1 = min(self.N, n0 + self.images)
+            yield n0, n1, n0 * self.tiles, n1 * self.tiles
+
+    def buffer(self, K, dtype):
+        """An empty (16, R, K) array for one slice's products."""
+        T = self.images * self.tiles
+        return np.empty((16, _rows(T, K, np.dtype(dtype).itemsize), K), dtype)
+
+
+def _forward(x, w, b, pad, pooling, chunks):
+    """The convolution, then ``_outputs`` (pooling None) or ``_pooled_outputs`` with pooling
+    (size, stride, relu, PH, PW), slice by slice. Returns y, where (or None) and the state."""
+    plan = _Plan(x.shape, w, pad)
+    T = plan.N * plan.tiles
+    V = _transform_patches(x, pad, plan.TH, plan.TW, _rows(T, plan.C, x.itemsize), chunks)
+    U = _filter_transform(w, _G.astype(w.dtype))
+    M = plan.buffer(plan.F, x.dtype)
+    if pooling is None:
+        y, where = np.empty((plan.N, plan.F, plan.OH, plan.OW), x.dtype), None
+    else:
+        size, stride, relu, PH, PW = pooling
+        y, where = np.empty((plan.N, plan.F, PH, PW), x.dtype), np.empty((plan.N, plan.F, PH, PW), np.int32)
+    for n0, n1, t0, t1 in plan.slices():
+        np.matmul(V[:, t0:t1], U, out=M[:, :t1 - t0])
+        if pooling is None:
+            _outputs(M, b, y[n0:n1], chunks)
+        else:
+            _pooled_outputs(M, b, plan.OH, plan.OW, size, stride, relu, y[n0:n1], where[n0:n1], chunks)
+    return y, where, (plan, V, U)
+
+
+def _backward(dy, where, state, input_grad, chunks):
+    """dx (None without ``input_grad``), dw, db from dy, slice by slice: the transpose of ``_forward``."""
+    plan, V, U = state
+    dM = plan.buffer(plan.F, dy.dtype)
+    dV = plan.buffer(plan.C, dy.dtype) if input_grad else None
+    dx = np.empty((plan.N, plan.C, plan.H, plan.W), dy.dtype) if input_grad else None
+    dU = np.zeros((16, plan.F, plan.C), dy.dtype)
+    db = np.zeros(plan.F, dy.dtype)
+    for n0, n1, t0, t1 in plan.slices():
+        if where is None:
+            db += _output_gradients(dy[n0:n1], dM, chunks)
+        else:
+            db += _pooled_output_gradients(dy[n0:n1], where[n0:n1], plan.OH, plan.OW, dM, chunks)
+        # dU[k]^T = dM[k]^T V[k]: this order is the faster BLAS call.
+        dU += np.matmul(dM[:, :t1 - t0].transpose(0, 2, 1), V[:, t0:t1])
+        if input_grad:
+            np.matmul(dM[:, :t1 - t0], U.transpose(0, 2, 1), out=dV[:, :t1 - t0])
+            _patches_adjoint(dV, plan.pad, dx[n0:n1], chunks)
+    return dx, _filter_transform_adjoint(dU, _G.astype(dU.dtype)), db
+
+
+def conv2d_forward(x, w, b, pad, chunks):
+    """y (N, F, OH, OW) and the state for ``conv2d_backward``. x (N, C, H, W), w (F, C, 3, 3),
+    b (F,): contiguous and checked."""
+    y, _, state = _forward(x, w, b, pad, None, chunks)
+    return y, state
+
+
+def conv2d_backward(dy, state, input_grad, chunks):
+    """dx (N, C, H, W) or None, dw (F, C, 3, 3), db (F,) from dy (N, F, OH, OW), contiguous."""
+    return _backward(dy, None, state, input_grad, chunks)
+
+
+def conv2d_maxpool2d_forward(x, w, b, pad, size, stride, relu, PH, PW, keep, chunks):
+    """y (N, F, PH, PW) = max-pooling of (ReLU'd if ``relu``) conv2d(x), and the state for
+    ``conv2d_maxpool2d_backward`` (None without ``keep``). Arguments contiguous and checked."""
+    y, where, state = _forward(x, w, b, pad, (size, stride, relu, PH, PW), chunks)
+    return y, (where, state) if keep else None
+
+
+def conv2d_maxpool2d_backward(dy, state, input_grad, chunks):
+    """dx (N, C, H, W) or None, dw (F, C, 3, 3), db (F,) from dy (N, F, PH, PW), contiguous."""
+    where, conv_state = state
+    return _backward(dy, where, conv_state, input_grad, chunks)
