@@ -50,7 +50,7 @@ from numba import njit, prange
 
 from .. import _common
 from ._config import CACHE, FASTMATH, prange_only
-from .maxpool2d import pool_planes
+from .maxpool2d import _wins
 
 MIN_CHANNELS = 16
 MAX_PLANE = 16 * 16
@@ -272,6 +272,40 @@ def _to_planes(z_last, z):
                 z[f, h, w] = z_last[h, w, f]
 
 
+@njit(cache=CACHE)
+def _pool_channels_last(z, size, stride, relu, y, where):
+    """``maxpool2d.pool_planes`` for an image whose channels come last: y[f, i, j] = max of window
+    (i, j) of z[:, :, f], ReLU'd if ``relu``; where[f, i, j] its flat index h * OW + w (first
+    maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
+
+    z (OH, OW, F); y, where (F, PH, PW). Every inner loop runs along the F contiguous channels.
+    """
+    OH, OW, F = z.shape
+    PH, PW = y.shape[1], y.shape[2]
+    zero = z.dtype.type(0)
+    best = np.empty(F, z.dtype)
+    at = np.empty(F, np.int32)
+    for i in range(PH):
+        for j in range(PW):
+            h0, w0 = i * stride, j * stride
+            best[:] = z[h0, w0]
+            at[:] = h0 * OW + w0
+            for h in range(h0, h0 + size):
+                for w in range(w0 + (h == h0), w0 + size):  # the window's first pixel is taken
+                    pixel, flat = z[h, w], h * OW + w
+                    for f in range(F):
+                        v = pixel[f]
+                        take = _wins(v, best[f])
+                        best[f] = v if take else best[f]
+                        at[f] = flat if take else at[f]
+            for f in range(F):
+                top = best[f]
+                dead = relu and not top > 0
+                # relu(NaN) stays NaN; either way no gradient passes a dead window.
+                y[f, i, j] = zero if dead and top == top else top
+                where[f, i, j] = -1 if dead else at[f]
+
+
 @njit(parallel=prange_only(), cache=CACHE)
 def _outputs(M, b, y, chunks):
     """y (N, F, OH, OW) from the products M (16, R, F), image n's tiles from row n * TH * TW on,
@@ -287,15 +321,13 @@ def _outputs(M, b, y, chunks):
 @njit(parallel=prange_only(), cache=CACHE)
 def _pooled_outputs(M, b, OH, OW, size, stride, relu, y, where, chunks):
     """y (N, F, PH, PW) = max-pooling (ReLU'd if ``relu``) of the OH x OW convolution output
-    given by ``_outputs``'s M and b, and where (N, F, PH, PW): see ``maxpool2d.pool_planes``."""
+    given by ``_outputs``'s M and b, and where (N, F, PH, PW): see ``_pool_channels_last``."""
     N, F = y.shape[0], y.shape[1]
     for k in prange(chunks):
         z_last = np.empty((OH, OW, F), M.dtype)
-        z = np.empty((F, OH, OW), M.dtype)
         for n in range(k * N // chunks, (k + 1) * N // chunks):
             _tile_output(M, n * ((OH + 1) // 2) * ((OW + 1) // 2), b, z_last)
-            _to_planes(z_last, z)
-            pool_planes(z, size, stride, relu, y[n], where[n])
+            _pool_channels_last(z_last, size, stride, relu, y[n], where[n])
 
 
 @njit(parallel=prange_only(), cache=CACHE)
