@@ -20,6 +20,12 @@ def prange_only():
             "setitem": False, "numpy": False, "stencil": False, "fusion": False}
 
 
+def batch_chunks(N):
+    """How many slices of a batch of N the parallel kernels cut it into: one per thread."""
+    import numba
+    return min(N, numba.get_num_threads())
+
+
 def _probe():
     """A function in this folder: where Numba could cache it, it can cache every jit kernel."""
 

@@ -44,14 +44,13 @@ dw and db into its own partial buffer; the partials are added serially at the en
 
 The loops use the ``reassoc`` and ``contract`` fast-math flags only (``_config.FASTMATH``).
 """
-import numba
 import numpy as np
 from numba import njit, prange
 
 from .. import _common
 from ..vectorized import conv2d as vectorized_conv2d
 from . import winograd
-from ._config import CACHE, FASTMATH, prange_only
+from ._config import CACHE, FASTMATH, batch_chunks, prange_only
 
 
 @njit(cache=CACHE, fastmath=FASTMATH, inline="always")
@@ -325,11 +324,6 @@ def _backward(dy, shifted, w, pad, H, W, input_grad, chunks):
     return dx, dw, db
 
 
-def _chunks(N):
-    """How many slices of the batch the parallel kernels use: one per thread."""
-    return min(N, numba.get_num_threads())
-
-
 def conv2d_forward(x, w, b, stride=1, pad=0):
     """y[n, f] = b[f] + sum over c of x[n, c] (zero-padded by ``pad``) cross-correlated with w[f, c].
 
@@ -341,30 +335,22 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
         return y, (vectorized_conv2d, cache)
     x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
     if winograd.suits(x, w, stride, pad):
-        y, state = winograd.conv2d_forward(x, w, b, int(pad), _chunks(x.shape[0]))
+        y, state = winograd.conv2d_forward(x, w, b, pad)
         return y, (winograd, state)
-    y, shifted = _forward(x, w, b, int(pad), _chunks(x.shape[0]))
+    y, shifted = _forward(x, w, b, int(pad), batch_chunks(x.shape[0]))
     return y, (None, (x.shape, shifted, w, int(pad)))
 
 
 def conv2d_backward(dy, cache, input_grad=True):
     """dy (N, F, OH, OW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, KH, KW), db (F,)."""
     delegate, state = cache
-    if delegate is vectorized_conv2d:
+    if delegate is not None:
         return delegate.conv2d_backward(dy, state, input_grad)
-    if delegate is winograd:
-        plan = state[0]
-        expected = (plan.N, plan.F, plan.OH, plan.OW)
-        if dy.shape != expected:
-            raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
-        dy = np.ascontiguousarray(dy, dtype=state[1].dtype)
-        dx, dw, db = winograd.conv2d_backward(dy, state, bool(input_grad), _chunks(plan.N))
-        return dx, dw, db
     (N, C, H, W), shifted, w, pad = state
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     expected = (N, F, _common.output_size(H, KH, 1, pad), _common.output_size(W, KW, 1, pad))
     if dy.shape != expected:
         raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    dx, dw, db = _backward(dy, shifted, w, pad, H, W, bool(input_grad), _chunks(N))
+    dx, dw, db = _backward(dy, shifted, w, pad, H, W, bool(input_grad), batch_chunks(N))
     return (dx if input_grad else None), dw, db

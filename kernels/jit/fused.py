@@ -11,8 +11,8 @@ The backward pass rebuilds, per image, the convolution's output gradient dz from
 indices, then runs the jit convolution's own per-image backward steps on it (weight gradient,
 transposed correlation, unshift): see ``conv2d.py``. Stride-1 convolutions only, as there;
 other strides go to the ``vectorized`` composition. Where ``conv2d`` uses Winograd's method,
-so does this op: ``winograd.py`` pools each image's output the same way, from the same
-scratch plane, with ``maxpool2d.pool_planes``.
+so does this op: ``winograd.py`` pools each image's output with the same rules, from a scratch
+image whose channels come last.
 """
 import numpy as np
 from numba import njit, prange
@@ -20,10 +20,32 @@ from numba import njit, prange
 from .. import _common
 from ..vectorized import fused as vectorized_fused
 from . import winograd
-from ._config import CACHE, FASTMATH, prange_only
-from .conv2d import (_add_weight_grad, _chunks, _correlate, _correlate_transpose, _shift_copies, _sum_partials,
+from ._config import CACHE, FASTMATH, batch_chunks, prange_only
+from .conv2d import (_add_weight_grad, _correlate, _correlate_transpose, _shift_copies, _sum_partials,
                      _unshift_add)
-from .maxpool2d import pool_planes
+from .maxpool2d import _pool_plane
+
+
+@njit(cache=CACHE)
+def _pool(z, size, stride, relu, y, where):
+    """y[f, i, j] = max of z[f]'s window (i, j), ReLU'd if ``relu``; where[f, i, j] its flat index
+    in z[f] (first maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
+
+    z (F, OH, OW); y, where (F, PH, PW). The pooling is ``maxpool2d.py``'s, plane by plane.
+    """
+    F, PH, PW = y.shape
+    zero = z.dtype.type(0)
+    for f in range(F):
+        _pool_plane(z[f], size, stride, y[f], where[f])
+        if relu:
+            for i in range(PH):
+                y_row, where_row = y[f, i], where[f, i]
+                for j in range(PW):
+                    best = y_row[j]
+                    dead = not best > 0
+                    # relu(NaN) stays NaN; either way no gradient passes a dead window.
+                    y_row[j] = zero if dead and best == best else best
+                    where_row[j] = -1 if dead else where_row[j]
 
 
 @njit(parallel=prange_only(), cache=CACHE)
@@ -44,7 +66,7 @@ def _forward(x, w, b, pad, size, stride, relu, PH, PW, keep, chunks):
             m = n if keep else thread  # this image's slot, or the thread's scratch slot
             _shift_copies(x[n], pad, pad, shifted[m])
             _correlate(shifted[m], w, b, z)
-            pool_planes(z, size, stride, relu, y[n], where[m])
+            _pool(z, size, stride, relu, y[n], where[m])
     return y, where, shifted
 
 
@@ -106,11 +128,10 @@ def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None,
     x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
     keep = bool(need_backward)
     if winograd.suits(x, w, stride, pad):
-        y, state = winograd.conv2d_maxpool2d_forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH,
-                                                     PW, keep, _chunks(x.shape[0]))
+        y, state = winograd.conv2d_maxpool2d_forward(x, w, b, pad, size, pool_stride, relu, PH, PW, keep)
         return y, (winograd, state)
     y, where, shifted = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW, keep,
-                                 _chunks(x.shape[0]))
+                                 batch_chunks(x.shape[0]))
     return y, (None, (x.shape, where, shifted, w, int(pad), OH, OW) if keep else None)
 
 
@@ -120,19 +141,13 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
     ``input_grad=False``: dx is not computed (a third of the work when C = 1) and is None.
     """
     delegate, state = cache
+    if delegate is not None:
+        return delegate.conv2d_maxpool2d_backward(dy, state, input_grad)
     if state is None:
         raise ValueError("conv2d_maxpool2d_backward: the forward pass ran with need_backward=False")
-    if delegate is vectorized_fused:
-        return delegate.conv2d_maxpool2d_backward(dy, state, input_grad)
-    if delegate is winograd:
-        where = state[0]
-        if dy.shape != where.shape:
-            raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
-        dy = np.ascontiguousarray(dy, dtype=state[1][1].dtype)
-        return winograd.conv2d_maxpool2d_backward(dy, state, bool(input_grad), _chunks(where.shape[0]))
     (N, C, H, W), where, shifted, w, pad, OH, OW = state
     if dy.shape != where.shape:
         raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    dx, dw, db = _backward(dy, where, shifted, w, pad, H, W, OH, OW, bool(input_grad), _chunks(N))
+    dx, dw, db = _backward(dy, where, shifted, w, pad, H, W, OH, OW, bool(input_grad), batch_chunks(N))
     return (dx if input_grad else None), dw, db

@@ -55,28 +55,6 @@ def _pool_plane(plane, size, stride, y, where):
                 y_row[j], where_row[j] = best, at
 
 
-@njit(cache=CACHE)
-def pool_planes(z, size, stride, relu, y, where):
-    """y[f, i, j] = max of z[f]'s window (i, j), ReLU'd if ``relu``; where[f, i, j] its flat index
-    in z[f] (first maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
-
-    z (F, OH, OW); y, where (F, PH, PW). Used by the fused convolution-pooling kernels.
-    """
-    F, PH, PW = y.shape
-    zero = z.dtype.type(0)
-    for f in range(F):
-        _pool_plane(z[f], size, stride, y[f], where[f])
-        if relu:
-            for i in range(PH):
-                y_row, where_row = y[f, i], where[f, i]
-                for j in range(PW):
-                    best = y_row[j]
-                    dead = not best > 0
-                    # relu(NaN) stays NaN; either way no gradient passes a dead window.
-                    y_row[j] = zero if dead and best == best else best
-                    where_row[j] = -1 if dead else where_row[j]
-
-
 @njit(parallel=prange_only(), cache=CACHE)
 def _forward(x, size, stride, OH, OW):
     """y (N, C, OH, OW) and argmax (N, C, OH, OW) int32: flat index h * W + w of each window's maximum."""

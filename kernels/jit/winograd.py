@@ -49,7 +49,7 @@ import numpy as np
 from numba import njit, prange
 
 from .. import _common
-from ._config import CACHE, FASTMATH, prange_only
+from ._config import CACHE, FASTMATH, batch_chunks, prange_only
 from .maxpool2d import _wins
 
 MIN_CHANNELS = 16
@@ -455,26 +455,38 @@ def _backward(dy, where, state, input_grad, chunks):
     return dx, _filter_transform_adjoint(dU, _G.astype(dU.dtype)), db
 
 
-def conv2d_forward(x, w, b, pad, chunks):
+def conv2d_forward(x, w, b, pad):
     """y (N, F, OH, OW) and the state for ``conv2d_backward``. x (N, C, H, W), w (F, C, 3, 3),
-    b (F,): contiguous and checked."""
-    y, _, state = _forward(x, w, b, pad, None, chunks)
+    b (F,): contiguous, checked and ``suits``."""
+    y, _, state = _forward(x, w, b, int(pad), None, batch_chunks(x.shape[0]))
     return y, state
 
 
-def conv2d_backward(dy, state, input_grad, chunks):
-    """dx (N, C, H, W) or None, dw (F, C, 3, 3), db (F,) from dy (N, F, OH, OW), contiguous."""
-    return _backward(dy, None, state, input_grad, chunks)
+def conv2d_backward(dy, state, input_grad=True):
+    """dy (N, F, OH, OW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, 3, 3), db (F,)."""
+    plan = state[0]
+    expected = (plan.N, plan.F, plan.OH, plan.OW)
+    if dy.shape != expected:
+        raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
+    dy = np.ascontiguousarray(dy, dtype=state[1].dtype)
+    return _backward(dy, None, state, bool(input_grad), batch_chunks(plan.N))
 
 
-def conv2d_maxpool2d_forward(x, w, b, pad, size, stride, relu, PH, PW, keep, chunks):
+def conv2d_maxpool2d_forward(x, w, b, pad, size, stride, relu, PH, PW, keep):
     """y (N, F, PH, PW) = max-pooling of (ReLU'd if ``relu``) conv2d(x), and the state for
-    ``conv2d_maxpool2d_backward`` (None without ``keep``). Arguments contiguous and checked."""
-    y, where, state = _forward(x, w, b, pad, (size, stride, relu, PH, PW), chunks)
+    ``conv2d_maxpool2d_backward`` (None without ``keep``). Arguments contiguous, checked and
+    ``suits``."""
+    pooling = (int(size), int(stride), bool(relu), PH, PW)
+    y, where, state = _forward(x, w, b, int(pad), pooling, batch_chunks(x.shape[0]))
     return y, (where, state) if keep else None
 
 
-def conv2d_maxpool2d_backward(dy, state, input_grad, chunks):
-    """dx (N, C, H, W) or None, dw (F, C, 3, 3), db (F,) from dy (N, F, PH, PW), contiguous."""
+def conv2d_maxpool2d_backward(dy, state, input_grad=True):
+    """dy (N, F, PH, PW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, 3, 3), db (F,)."""
+    if state is None:
+        raise ValueError("conv2d_maxpool2d_backward: the forward pass ran with need_backward=False")
     where, conv_state = state
-    return _backward(dy, where, conv_state, input_grad, chunks)
+    if dy.shape != where.shape:
+        raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
+    dy = np.ascontiguousarray(dy, dtype=conv_state[1].dtype)
+    return _backward(dy, where, conv_state, bool(input_grad), batch_chunks(where.shape[0]))
