@@ -214,6 +214,11 @@ def test_jit_winograd_convolution_matches_reference(monkeypatch, op, seed, dtype
     dx, dw, db = getattr(ops, f"{op}_backward")(dy, cache, input_grad=False)
     assert dx is None
     assert_matches("jit", op, inputs, {"dw": dw, "db": db}, {"dw": expected["dw"], "db": expected["db"]}, dtype)
+    if op == "conv2d_maxpool2d":  # inference: the same output, nothing kept for a backward pass
+        y, cache = ops.conv2d_maxpool2d_forward(**inputs, need_backward=False)
+        assert_matches("jit", op, inputs, {"y": y}, {"y": expected["y"]}, dtype)
+        with pytest.raises(ValueError, match="need_backward=False"):
+            ops.conv2d_maxpool2d_backward(dy, cache)
 
 
 # --- optimizer updates (in place) ---------------------------------------------------------------

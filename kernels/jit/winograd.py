@@ -48,7 +48,6 @@ first layers) the transforms cost 4x what the products save.
 import numpy as np
 from numba import njit, prange
 
-from .. import _common
 from ._config import CACHE, FASTMATH, batch_chunks, prange_only
 from .maxpool2d import _wins
 
@@ -274,7 +273,7 @@ def _to_planes(z_last, z):
 
 @njit(cache=CACHE)
 def _pool_channels_last(z, size, stride, relu, y, where):
-    """``maxpool2d.pool_planes`` for an image whose channels come last: y[f, i, j] = max of window
+    """``fused._pool`` for an image whose channels come last: y[f, i, j] = max of window
     (i, j) of z[:, :, f], ReLU'd if ``relu``; where[f, i, j] its flat index h * OW + w (first
     maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
 
