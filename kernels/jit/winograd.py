@@ -230,10 +230,10 @@ def _tile_output_adjoint(dz, start, dM):
 
 
 @njit(parallel=prange_only(), cache=CACHE)
-def _transform_patches(x, pad, TH, TW, R, chunks):
-    """V (16, R, C) with V[:, n * TH * TW + t] image n's transformed patches. x (N, C, H, W)."""
+def _transform_patches(x, pad, V, chunks):
+    """V[:, n * TH * TW + t] = image n's transformed patches. x (N, C, H, W); V (16, R, C)."""
     N, C, H, W = x.shape
-    V = np.empty((16, R, C), x.dtype)
+    TH, TW = (H + 2 * pad - 1) // 2, (W + 2 * pad - 1) // 2
     for k in prange(chunks):
         padded = np.zeros((2 * TH + 2, 2 * TW + 2, C), x.dtype)  # the border stays zero
         for n in range(k * N // chunks, (k + 1) * N // chunks):
@@ -242,7 +242,6 @@ def _transform_patches(x, pad, TH, TW, R, chunks):
                     for w in range(W):
                         padded[pad + h, pad + w, c] = x[n, c, h, w]
             _patch_transform(padded, V, n * TH * TW)
-    return V
 
 
 @njit(parallel=prange_only(), cache=CACHE)
@@ -381,8 +380,11 @@ def _sum_rows(parts):
     return total
 
 
-# The products run over slices of the batch of at most this many bytes of M (16, tiles, F):
-# M and dM for a whole batch-256 lenet step (51 MB each) were fresh memory on every call.
+# The transforms and products run over slices of the batch whose M (16, tiles, F) takes at most
+# this many bytes. Whole-batch arrays at batch 256 on lenet's second layer (M and dM 51 MB
+# each, fresh memory on every call) took 46.6 ms forward and backward, 16 MiB slices 31.1 ms;
+# 2 MiB slices (10 images, L2-sized) 45.4 ms: every hand-over between the BLAS threads and
+# Numba's costs, and smaller slices have more of them. Inference keeps one slice's V only.
 BATCH_SLICE_BYTES = 16 << 20
 
 
@@ -400,10 +402,10 @@ class _Plan:
         self.images = -(-self.N // -(-self.N // most))  # as even as the slices can be
 
     def slices(self):
-        """(first image, end image, first tile, end tile) of every slice of the batch."""
+        """(first image, end image, tiles) of every slice of the batch."""
         for n0 in range(0, self.N, self.images):
             n1 = min(self.N, n0 + self.images)
-            yield n0, n1, n0 * self.tiles, n1 * self.tiles
+            yield n0, n1, (n1 - n0) * self.tiles
 
     def buffer(self, K, dtype):
         """An empty (16, R, K) array for one slice's products."""
@@ -411,12 +413,11 @@ class _Plan:
         return np.empty((16, _rows(T, K, np.dtype(dtype).itemsize), K), dtype)
 
 
-def _forward(x, w, b, pad, pooling, chunks):
+def _forward(x, w, b, pad, pooling, keep, chunks):
     """The convolution, then ``_outputs`` (pooling None) or ``_pooled_outputs`` with pooling
-    (size, stride, relu, PH, PW), slice by slice. Returns y, where (or None) and the state."""
+    (size, stride, relu, PH, PW), slice by slice. Returns y, where (or None) and the state for
+    ``_backward``, which holds every slice's V if ``keep`` (inference reuses one V buffer)."""
     plan = _Plan(x.shape, w, pad)
-    T = plan.N * plan.tiles
-    V = _transform_patches(x, pad, plan.TH, plan.TW, _rows(T, plan.C, x.itemsize), chunks)
     U = _filter_transform(w, _G.astype(w.dtype))
     M = plan.buffer(plan.F, x.dtype)
     if pooling is None:
@@ -424,32 +425,39 @@ def _forward(x, w, b, pad, pooling, chunks):
     else:
         size, stride, relu, PH, PW = pooling
         y, where = np.empty((plan.N, plan.F, PH, PW), x.dtype), np.empty((plan.N, plan.F, PH, PW), np.int32)
-    for n0, n1, t0, t1 in plan.slices():
-        np.matmul(V[:, t0:t1], U, out=M[:, :t1 - t0])
+    kept = []  # each slice's V, for the backward pass
+    V = None
+    for n0, n1, T in plan.slices():
+        if keep or V is None:
+            V = plan.buffer(plan.C, x.dtype)
+        _transform_patches(x[n0:n1], pad, V, chunks)
+        np.matmul(V[:, :T], U, out=M[:, :T])
         if pooling is None:
             _outputs(M, b, y[n0:n1], chunks)
         else:
             _pooled_outputs(M, b, plan.OH, plan.OW, size, stride, relu, y[n0:n1], where[n0:n1], chunks)
-    return y, where, (plan, V, U)
+        if keep:
+            kept.append(V)
+    return y, where, (plan, kept, U)
 
 
 def _backward(dy, where, state, input_grad, chunks):
     """dx (None without ``input_grad``), dw, db from dy, slice by slice: the transpose of ``_forward``."""
-    plan, V, U = state
+    plan, kept, U = state
     dM = plan.buffer(plan.F, dy.dtype)
     dV = plan.buffer(plan.C, dy.dtype) if input_grad else None
     dx = np.empty((plan.N, plan.C, plan.H, plan.W), dy.dtype) if input_grad else None
     dU = np.zeros((16, plan.F, plan.C), dy.dtype)
     db = np.zeros(plan.F, dy.dtype)
-    for n0, n1, t0, t1 in plan.slices():
+    for (n0, n1, T), V in zip(plan.slices(), kept):
         if where is None:
             db += _output_gradients(dy[n0:n1], dM, chunks)
         else:
             db += _pooled_output_gradients(dy[n0:n1], where[n0:n1], plan.OH, plan.OW, dM, chunks)
         # dU[k]^T = dM[k]^T V[k]: this order is the faster BLAS call.
-        dU += np.matmul(dM[:, :t1 - t0].transpose(0, 2, 1), V[:, t0:t1])
+        dU += np.matmul(dM[:, :T].transpose(0, 2, 1), V[:, :T])
         if input_grad:
-            np.matmul(dM[:, :t1 - t0], U.transpose(0, 2, 1), out=dV[:, :t1 - t0])
+            np.matmul(dM[:, :T], U.transpose(0, 2, 1), out=dV[:, :T])
             _patches_adjoint(dV, plan.pad, dx[n0:n1], chunks)
     return dx, _filter_transform_adjoint(dU, _G.astype(dU.dtype)), db
 
@@ -457,7 +465,7 @@ def _backward(dy, where, state, input_grad, chunks):
 def conv2d_forward(x, w, b, pad):
     """y (N, F, OH, OW) and the state for ``conv2d_backward``. x (N, C, H, W), w (F, C, 3, 3),
     b (F,): contiguous, checked and ``suits``."""
-    y, _, state = _forward(x, w, b, int(pad), None, batch_chunks(x.shape[0]))
+    y, _, state = _forward(x, w, b, int(pad), None, True, batch_chunks(x.shape[0]))
     return y, state
 
 
@@ -467,7 +475,7 @@ def conv2d_backward(dy, state, input_grad=True):
     expected = (plan.N, plan.F, plan.OH, plan.OW)
     if dy.shape != expected:
         raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
-    dy = np.ascontiguousarray(dy, dtype=state[1].dtype)
+    dy = np.ascontiguousarray(dy, dtype=state[2].dtype)
     return _backward(dy, None, state, bool(input_grad), batch_chunks(plan.N))
 
 
@@ -476,7 +484,7 @@ def conv2d_maxpool2d_forward(x, w, b, pad, size, stride, relu, PH, PW, keep):
     ``conv2d_maxpool2d_backward`` (None without ``keep``). Arguments contiguous, checked and
     ``suits``."""
     pooling = (int(size), int(stride), bool(relu), PH, PW)
-    y, where, state = _forward(x, w, b, int(pad), pooling, batch_chunks(x.shape[0]))
+    y, where, state = _forward(x, w, b, int(pad), pooling, keep, batch_chunks(x.shape[0]))
     return y, (where, state) if keep else None
 
 
@@ -487,5 +495,5 @@ def conv2d_maxpool2d_backward(dy, state, input_grad=True):
     where, conv_state = state
     if dy.shape != where.shape:
         raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
-    dy = np.ascontiguousarray(dy, dtype=conv_state[1].dtype)
+    dy = np.ascontiguousarray(dy, dtype=conv_state[2].dtype)
     return _backward(dy, where, conv_state, bool(input_grad), batch_chunks(where.shape[0]))
