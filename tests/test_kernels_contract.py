@@ -148,6 +148,25 @@ def test_maxpool_nan_wins_its_window_and_takes_the_gradient(backend, dtype, size
     np.testing.assert_allclose(dx, first_maximum_or_nan_gradient(x, dy, size, stride), rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("shape", [(2, 1, 8, 10), (1, 1, 7, 9)], ids=str)
+@pytest.mark.parametrize("size, stride", [(2, None), (3, 2)])
+@pytest.mark.parametrize("backend", ["reference", "jit"])
+def test_fused_pooling_breaks_ties_and_routes_nan_as_maxpool_does(backend, size, stride, shape):
+    """conv2d_maxpool2d with the 1x1 convolution by 1 is max-pooling of x: ties go to the first
+    maximum, NaN wins its window and takes the gradient, in the fused kernel's own pooling too."""
+    rng = np.random.default_rng(sum(shape) + size)
+    x = rng.integers(0, 3, size=shape).astype(np.float64)
+    x[rng.random(shape) < 0.15] = np.nan
+    ops = kernels.get(backend)
+    y, cache = ops.conv2d_maxpool2d_forward(x, np.ones((1, 1, 1, 1)), np.zeros(1), size=size, pool_stride=stride)
+    dy = rng.standard_normal(y.shape)
+    dx, _, _ = ops.conv2d_maxpool2d_backward(dy, cache)
+    expected_y, _ = kernels.get("reference").maxpool2d_forward(x, size, stride)
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(dx, first_maximum_or_nan_gradient(x, dy, size, stride or size))
+
+
 # --- softmax cross-entropy at extreme logits ---------------------------------------------------
 
 # (logits, labels, loss, softmax) worked out by hand: exp(-1e4) and exp(-2e8) are 0 in floating point.
