@@ -5,7 +5,7 @@ copying columns for a small product: seed_cnn's first convolution (C = 1) runs a
 as fast as the ``vectorized`` backend, and with its max-pooling fused 3.5x. 3 x 3 kernels with
 many input channels on small planes go to Winograd's method instead (``winograd.py``, which
 says where: lenet's second convolution, 32 -> 64 channels on 14 x 14, with its pooling 11.6 ->
-7.9 ms forward and backward at batch 64). It needs stride 1; any other stride is handed to
+7.2 ms forward and backward at batch 64). It needs stride 1; any other stride is handed to
 ``vectorized``'s im2col + BLAS (by the direct method on the stride-1 grid, stride 2 was 5x
 slower), and the cache remembers which one ran. Where BLAS would still win at stride 1:
 kernels narrower than 3 (the micro-kernel takes three kernel columns at a time; 1 x 1 with
