@@ -167,6 +167,60 @@ def test_fused_pooling_breaks_ties_and_routes_nan_as_maxpool_does(backend, size,
     np.testing.assert_array_equal(dx, first_maximum_or_nan_gradient(x, dy, size, stride or size))
 
 
+@pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 2, 7, 9)], ids=str)
+@pytest.mark.parametrize("size, stride", [(2, 2), (3, 2), (2, 1)])
+def test_winograd_pooling_breaks_ties_and_routes_nan_as_maxpool_does(size, stride, shape):
+    """The jit Winograd path pools its channels-last output with its own loop; on planes with
+    ties and NaN it picks what maxpool2d picks (compared directly: a Winograd convolution moves
+    NaN to other pixels than the direct sums do, see jit/winograd.py)."""
+    from fastnn.kernels.jit import winograd
+    rng = np.random.default_rng(sum(shape) + size + stride)
+    z = rng.integers(0, 3, size=shape).astype(np.float64)
+    z[rng.random(shape) < 0.15] = np.nan
+    expected_y, _ = kernels.get("reference").maxpool2d_forward(z, size, stride)
+    N, C, H, W = shape
+    y, where = np.empty(expected_y.shape), np.empty(expected_y.shape, np.int32)
+    for n in range(N):
+        z_last = np.ascontiguousarray(z[n].transpose(1, 2, 0))
+        winograd._pool_channels_last(z_last, size, stride, False, y[n], where[n])
+    dy = rng.standard_normal(y.shape)
+    dz = np.zeros(shape)
+    for n, c, i, j in np.ndindex(y.shape):
+        dz[n, c, where[n, c, i, j] // W, where[n, c, i, j] % W] += dy[n, c, i, j]
+    assert np.isnan(y).any()
+    np.testing.assert_array_equal(y, expected_y)
+    np.testing.assert_array_equal(dz, first_maximum_or_nan_gradient(z, dy, size, stride))
+
+
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("size, stride", [(2, None), (3, 2), (1, 1)])
+@pytest.mark.parametrize("shape, pad", [((2, 16, 8, 10), 1), ((1, 17, 7, 9), 0), ((1, 16, 1, 1), 1)], ids=str)
+def test_winograd_fused_pooling_breaks_ties_and_kills_dead_windows_as_the_reference(shape, pad, size, stride, relu):
+    """Through the jit conv2d_maxpool2d on its Winograd path: filters that copy one channel each
+    (exact in Winograd's arithmetic too) on small integers, so that windows tie and ReLU'd
+    maxima are exactly 0; y equal, and the gradients to the same pixels."""
+    from fastnn.kernels.jit import winograd
+    rng = np.random.default_rng(sum(shape) + size + pad)
+    x = rng.integers(-1, 3, size=shape).astype(np.float64)
+    w = np.zeros((2, shape[1], 3, 3))
+    w[0, 0, 1, 1] = w[1, 3, 1, 1] = 1
+    b = np.zeros(2)
+    OH, OW = shape[2] + 2 * pad - 2, shape[3] + 2 * pad - 2
+    if size > min(OH, OW):
+        size = stride = 1
+    options = dict(stride=1, pad=pad, size=size, pool_stride=stride, relu=relu)
+    ops, reference = kernels.get("jit"), kernels.get("reference")
+    y, cache = ops.conv2d_maxpool2d_forward(x, w, b, **options)
+    assert cache[0] is winograd
+    expected_y, expected_cache = reference.conv2d_maxpool2d_forward(x, w, b, **options)
+    dy = rng.standard_normal(y.shape)
+    dx, dw, db = ops.conv2d_maxpool2d_backward(dy, cache)
+    expected = reference.conv2d_maxpool2d_backward(dy, expected_cache)
+    np.testing.assert_array_equal(y, expected_y)
+    for got, want in zip((dx, dw, db), expected):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 # --- softmax cross-entropy at extreme logits ---------------------------------------------------
 
 # (logits, labels, loss, softmax) worked out by hand: exp(-1e4) and exp(-2e8) are 0 in floating point.
