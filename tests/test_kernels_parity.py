@@ -180,14 +180,14 @@ def test_conv2d_maxpool2d_for_inference_gives_the_same_output(backend, seed):
 def winograd_case(op, seed, dtype):
     """(inputs, dy): a stride-1 3 x 3 convolution that the jit backend does by Winograd's method
     (jit/winograd.py: enough input channels, a small plane), for ``conv2d`` or, with a ReLU or not
-    and a pooling after it, ``conv2d_maxpool2d``. Odd sizes, batch 1, padding 0 to 2, planes
-    down to 1 x 1, non-contiguous inputs."""
+    and a pooling after it, ``conv2d_maxpool2d``. Odd sizes, batch 1, padding 0 to 4, output
+    planes from 1 x 1 to the largest Winograd takes, non-contiguous inputs."""
     from fastnn.kernels.jit import winograd
     rng = np.random.default_rng([seed, 2016])
     N, F = rng.integers(1, 6), rng.integers(1, 10)
     C = winograd.MIN_CHANNELS + int(rng.integers(0, 9))
-    pad = int(rng.integers(0, 3))
-    H, W = rng.integers(max(1, 3 - 2 * pad), 17 - 2 * pad, size=2)
+    pad = int(rng.integers(0, 5))
+    H, W = rng.integers(max(1, 3 - 2 * pad), 19 - 2 * pad, size=2)  # output planes 1x1 to 16x16
     inputs = {"x": kernel_cases.relayout(rng, rng.standard_normal((N, C, H, W)).astype(dtype)),
               "w": kernel_cases.relayout(rng, rng.standard_normal((F, C, 3, 3)).astype(dtype)),
               "b": rng.standard_normal(F).astype(dtype), "stride": 1, "pad": pad}

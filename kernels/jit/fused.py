@@ -12,7 +12,8 @@ indices, then runs the jit convolution's own per-image backward steps on it (wei
 transposed correlation, unshift): see ``conv2d.py``. Stride-1 convolutions only, as there;
 other strides go to the ``vectorized`` composition. Where ``conv2d`` uses Winograd's method,
 so does this op: ``winograd.py`` pools each image's output with the same rules, from a scratch
-image whose channels come last.
+image whose channels come last (it holds one slice of the batch's products, not the whole
+activation, and keeps ``where`` for the whole batch even for inference).
 """
 import numpy as np
 from numba import njit, prange

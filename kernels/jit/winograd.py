@@ -19,21 +19,23 @@ over channels is one matrix product over all T tiles of the batch:
     M[k] (T, F) = V[k] (T, C) @ U[k] (C, F),    V = transformed patches, U = transformed filters,
 
 done by BLAS: 16 F C T multiply-adds instead of the direct method's 36 F C T (2.25x fewer).
-The transforms are additions and halvings, in Numba, one thread per slice of the batch, over
+The transforms are additions and halvings, in Numba, one thread per part of the batch, over
 channels-last scratch copies of each image so that every inner loop runs along contiguous
 channels.
 
 The backward pass is the adjoint of each linear stage, in reverse order:
     dM[k] = A dY_tile A^T                    (transposed output transform; db sums dY)
-    dU[k] = V[k]^T dM[k],  dw = G^T dU G     (BLAS, then the transposed filter transform)
+    dU[k] = dM[k]^T V[k],  dw = G^T dU G     (BLAS, (F, C); then the transposed filter transform)
     dV[k] = dM[k] U[k]^T,  dx = sum of B dV_tile B^T over the patches each pixel is in
-so it needs the forward's V and nothing else. The transforms add up to four values before
+so it keeps the forward's V and U, not x. The transforms add up to four values before
 multiplying, so rounding differs from the direct sums, within the same bounds (the parity
 tests hold this backend to the same tolerance as every other; the largest float32 error on
 their Winograd cases is 1% of it). Non-finite inputs: the transforms subtract neighbouring
 values and multiply by zero entries of G, so an infinity can come out as NaN (inf - inf)
 where the direct sum gives +-inf, and a NaN can reach a few more weight-gradient entries
-(0 * NaN) than in the direct method; finite inputs never produce either.
+(0 * NaN) than in the direct method. Finite inputs give neither unless a transform
+overflows: they add up to four values before multiplying, so inputs within a factor of a
+few of the dtype's largest number can give +-inf where the direct sum does not.
 
 Why F(2 x 2, 3 x 3) and not F(4 x 4, 3 x 3) (36 products for 16 outputs): tried on lenet's
 second layer at batch 64, its products took 2.8 instead of 3.7 ms, but its transforms, with
@@ -41,16 +43,17 @@ second layer at batch 64, its products took 2.8 instead of 3.7 ms, but its trans
 pass per tile) instead of 2.1.
 
 Memory layout. V, M and their gradients are (16, R, K) arrays written by 16 streams at once
-(one per k). With R K a multiple of 4096 bytes (lenet at batch 64: T = 3136 tiles of 32
-channels) all 16 streams fall into the same L1 cache sets and the patch transform ran 8x
-slower; ``_rows`` pads R past T so the streams spread over the sets. Only the first T rows are
-used.
+(one per k). With R * K * itemsize a multiple of 4096 bytes (lenet at batch 64: T = 3136 tiles
+of 32 float32 channels) all 16 streams fall into the same L1 cache sets and the patch transform
+ran 8x slower; ``_rows`` makes R odd, one row past T where T is even, so that the streams spread
+over the sets (over 8 of them at worst, for K * itemsize a multiple of 512). Only the first T
+rows are used.
 
 Where it is used (``suits``): 3 x 3 kernels, stride 1, at least ``MIN_CHANNELS`` input channels
 and output planes of at most ``MAX_PLANE`` pixels. Forward and backward with 2 x 2 pooling,
 batch 64, 2 threads, against the direct method (``conv2d.py``), measured when these limits were
-chosen (the transforms have become faster since: lenet's second layer, C = 32, now 7.2 ms
-against 11.6): on 14 x 14 planes with 64
+chosen; the transforms have become faster since (lenet's second layer, C = 32: 7.2 ms against
+11.6 now). On 14 x 14 planes with 64
 filters, C = 8: 5.1 vs 3.5 ms, C = 16: 6.0 vs 6.2, C = 32: 7.8 vs 11.5, C = 64: 12.0 vs 22.4;
 on 7 x 7, C = 32: 3.1 vs 5.7. On 28 x 28 planes the direct method's long rows keep it ahead
 up to C = 64 (32 filters: 47.6 vs 47.4 ms), and on one input channel (seed_cnn's and lenet's
@@ -78,12 +81,9 @@ def suits(x, w, stride, pad):
 
 
 def _rows(T, K, itemsize):
-    """Rows R >= T for a (16, R, K) array whose 16 slabs start in different 256-byte bands of a
-    4096-byte page (see the module docstring), or T if no R up to T + 63 does that."""
-    for R in range(T, T + 64):
-        if (R * K * itemsize) % 4096 // 256 % 2 == 1:
-            return R
-    return T
+    """Rows R >= T for a (16, R, K) array: an odd number, so that the slabs are K * itemsize
+    bytes times an odd number apart, as few powers of two as K allows (see the module docstring)."""
+    return T | 1
 
 
 @njit(cache=CACHE)
@@ -391,8 +391,8 @@ def _sum_rows(parts):
     return total
 
 
-# The transforms and products run over slices of the batch whose M (16, tiles, F) takes at most
-# this many bytes. Whole-batch arrays at batch 256 on lenet's second layer (M and dM 51 MB
+# The transforms and products run over slices of the batch whose V (16, tiles, C) and M (16,
+# tiles, F) take at most this many bytes each. Whole-batch arrays at batch 256 on lenet's second layer (M and dM 51 MB
 # each, fresh memory on every call) took 46.6 ms forward and backward, 16 MiB slices 31.1 ms;
 # 2 MiB slices (10 images, L2-sized) 45.4 ms: every hand-over between the BLAS threads and
 # Numba's costs, and smaller slices have more of them. Inference keeps one slice's V only.
@@ -424,7 +424,7 @@ class _Plan:
         return np.empty((16, _rows(T, K, np.dtype(dtype).itemsize), K), dtype)
 
 
-def _forward(x, w, b, pad, pooling, keep, chunks):
+def _forward(x, w, b, pad, pooling, keep):
     """The convolution, then ``_outputs`` (pooling None) or ``_pooled_outputs`` with pooling
     (size, stride, relu, PH, PW), slice by slice. Returns y, where (or None) and the state for
     ``_backward``, which holds every slice's V if ``keep`` (inference reuses one V buffer)."""
@@ -439,6 +439,7 @@ def _forward(x, w, b, pad, pooling, keep, chunks):
     kept = []  # each slice's V, for the backward pass
     V = None
     for n0, n1, T in plan.slices():
+        chunks = batch_chunks(n1 - n0)
         if keep or V is None:
             V = plan.buffer(plan.C, x.dtype)
         _transform_patches(x[n0:n1], pad, V, chunks)
@@ -452,7 +453,7 @@ def _forward(x, w, b, pad, pooling, keep, chunks):
     return y, where, (plan, kept, U)
 
 
-def _backward(dy, where, state, input_grad, chunks):
+def _backward(dy, where, state, input_grad):
     """dx (None without ``input_grad``), dw, db from dy, slice by slice: the transpose of ``_forward``."""
     plan, kept, U = state
     dM = plan.buffer(plan.F, dy.dtype)
@@ -461,6 +462,7 @@ def _backward(dy, where, state, input_grad, chunks):
     dU = np.zeros((16, plan.F, plan.C), dy.dtype)
     db = np.zeros(plan.F, dy.dtype)
     for (n0, n1, T), V in zip(plan.slices(), kept):
+        chunks = batch_chunks(n1 - n0)
         if where is None:
             db += _output_gradients(dy[n0:n1], dM, chunks)
         else:
@@ -476,7 +478,7 @@ def _backward(dy, where, state, input_grad, chunks):
 def conv2d_forward(x, w, b, pad):
     """y (N, F, OH, OW) and the state for ``conv2d_backward``. x (N, C, H, W), w (F, C, 3, 3),
     b (F,): contiguous, checked and ``suits``."""
-    y, _, state = _forward(x, w, b, int(pad), None, True, batch_chunks(x.shape[0]))
+    y, _, state = _forward(x, w, b, int(pad), None, True)
     return y, state
 
 
@@ -487,7 +489,7 @@ def conv2d_backward(dy, state, input_grad=True):
     if dy.shape != expected:
         raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=state[2].dtype)
-    return _backward(dy, None, state, bool(input_grad), batch_chunks(plan.N))
+    return _backward(dy, None, state, bool(input_grad))
 
 
 def conv2d_maxpool2d_forward(x, w, b, pad, size, stride, relu, PH, PW, keep):
@@ -495,8 +497,8 @@ def conv2d_maxpool2d_forward(x, w, b, pad, size, stride, relu, PH, PW, keep):
     ``conv2d_maxpool2d_backward`` (None without ``keep``). Arguments contiguous, checked and
     ``suits``."""
     pooling = (int(size), int(stride), bool(relu), PH, PW)
-    y, where, state = _forward(x, w, b, int(pad), pooling, keep, batch_chunks(x.shape[0]))
-    return y, (where, state) if keep else None
+    y, where, state = _forward(x, w, b, int(pad), pooling, keep)
+    return y, ((where, state) if keep else None)
 
 
 def conv2d_maxpool2d_backward(dy, state, input_grad=True):
@@ -507,4 +509,4 @@ def conv2d_maxpool2d_backward(dy, state, input_grad=True):
     if dy.shape != where.shape:
         raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=conv_state[2].dtype)
-    return _backward(dy, where, conv_state, bool(input_grad), batch_chunks(where.shape[0]))
+    return _backward(dy, where, conv_state, bool(input_grad))
