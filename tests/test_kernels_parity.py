@@ -221,6 +221,33 @@ def test_jit_winograd_convolution_matches_reference(monkeypatch, op, seed, dtype
             ops.conv2d_maxpool2d_backward(dy, cache)
 
 
+def test_jit_winograd_calls_interleaved_give_the_results_of_calls_alone():
+    """Two Winograd convolutions of different sizes, forward A, forward B (inference C between),
+    backward B, backward A, as a network runs them: the same results as each layer alone (the
+    path reuses per-thread scratch arrays from call to call, jit/winograd.py)."""
+    from fastnn.kernels.jit import winograd
+    ops = kernels.get("jit")
+    rng = np.random.default_rng(5)
+    layers = [{"x": rng.standard_normal((3, 16, 9, 7)), "w": rng.standard_normal((5, 16, 3, 3)),
+               "b": rng.standard_normal(5), "pad": 1},
+              {"x": rng.standard_normal((2, 20, 12, 12)), "w": rng.standard_normal((8, 20, 3, 3)),
+               "b": rng.standard_normal(8), "pad": 0}]
+    alone = []
+    for layer in layers:
+        y, cache = ops.conv2d_forward(**layer)
+        assert cache[0] is winograd
+        dy = np.cos(np.arange(y.size)).reshape(y.shape)
+        alone.append((y, dy, *ops.conv2d_backward(dy, cache)))
+    (ya, cache_a), (yb, cache_b) = ops.conv2d_forward(**layers[0]), ops.conv2d_forward(**layers[1])
+    ops.conv2d_maxpool2d_forward(**layers[1], size=2, need_backward=False)
+    grads_b = ops.conv2d_backward(alone[1][1], cache_b)
+    grads_a = ops.conv2d_backward(alone[0][1], cache_a)
+    for got, want in zip((ya, *grads_a), alone[0][:1] + alone[0][2:]):
+        np.testing.assert_array_equal(got, want)
+    for got, want in zip((yb, *grads_b), alone[1][:1] + alone[1][2:]):
+        np.testing.assert_array_equal(got, want)
+
+
 # --- optimizer updates (in place) ---------------------------------------------------------------
 
 def optimizer_update_cases():
