@@ -4,6 +4,8 @@ import os
 import pathlib
 import warnings
 
+import numba
+
 # Reordered sums and fused multiply-add only: what vectorised dot products need. No flag that
 # assumes values are finite, so NaN and infinity still propagate.
 FASTMATH = {"reassoc", "contract"}
@@ -22,7 +24,6 @@ def prange_only():
 
 def batch_chunks(N):
     """How many slices of a batch of N the parallel kernels cut it into: one per thread."""
-    import numba
     return min(N, numba.get_num_threads())
 
 

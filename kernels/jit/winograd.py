@@ -45,9 +45,9 @@ pass per tile) instead of 2.1.
 Memory layout. V, M and their gradients are (16, R, K) arrays written by 16 streams at once
 (one per k). With R * K * itemsize a multiple of 4096 bytes (lenet at batch 64: T = 3136 tiles
 of 32 float32 channels) all 16 streams fall into the same L1 cache sets and the patch transform
-ran 8x slower; ``_rows`` makes R odd, one row past T where T is even, so that the streams spread
-over the sets (over 8 of them at worst, for K * itemsize a multiple of 512). Only the first T
-rows are used.
+ran 8x slower; ``_Plan.buffer`` makes R odd, one row past T where T is even, so that the
+streams spread over the sets (over 8 of them at worst, for K * itemsize a multiple of 512).
+Only the first T rows are used.
 
 Where it is used (``suits``): 3 x 3 kernels, stride 1, at least ``MIN_CHANNELS`` input channels
 and output planes of at most ``MAX_PLANE`` pixels. Forward and backward with 2 x 2 pooling,
@@ -80,12 +80,6 @@ def suits(x, w, stride, pad):
     H, W = x.shape[2:]
     plane = (H + 2 * pad - 2) * (W + 2 * pad - 2)
     return KH == 3 and KW == 3 and stride == 1 and C >= MIN_CHANNELS and plane <= MAX_PLANE
-
-
-def _rows(T, K, itemsize):
-    """Rows R >= T for a (16, R, K) array: an odd number, so that the slabs are K * itemsize
-    bytes times an odd number apart, as few powers of two as K allows (see the module docstring)."""
-    return T | 1
 
 
 @njit(cache=CACHE)
@@ -423,7 +417,7 @@ class _Plan:
     def buffer(self, K, dtype, scratch=None):
         """An empty (16, R, K) array for one slice: a new one, or with ``scratch`` (a name) this
         thread's scratch array of that name, reused from call to call (see ``_SCRATCH``)."""
-        shape = (16, _rows(self.images * self.tiles, K, np.dtype(dtype).itemsize), K)
+        shape = (16, (self.images * self.tiles) | 1, K)  # an odd row count: see the module docstring
         if scratch is None:
             return np.empty(shape, dtype)
         size = shape[0] * shape[1] * shape[2]
