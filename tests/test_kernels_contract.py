@@ -195,17 +195,18 @@ def test_winograd_pooling_breaks_ties_and_routes_nan_as_maxpool_does(size, strid
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("size, stride", [(2, None), (3, 2), (1, 1), (2, 3)])
 @pytest.mark.parametrize("shape, pad", [((2, 16, 8, 10), 1), ((1, 17, 7, 9), 0), ((1, 16, 1, 1), 1),
-                                        ((2, 4, 8, 10), 1), ((1, 5, 7, 9), 0)], ids=str)
+                                        ((2, 4, 8, 10), 1), ((1, 5, 7, 9), 0),
+                                        ((2, 1, 8, 10), 1), ((1, 1, 7, 9), 0)], ids=str)
 def test_jit_fused_pooling_breaks_ties_and_kills_dead_windows_as_the_reference(shape, pad, size, stride, relu):
-    """Through the jit conv2d_maxpool2d on both its paths (Winograd from 16 channels, phase
-    planes below): filters that copy one channel each (exact in Winograd's arithmetic too) on
-    small integers, so that windows tie and ReLU'd maxima are exactly 0; y equal, and the
-    gradients to the same pixels."""
-    from fastnn.kernels.jit import winograd
+    """Through the jit conv2d_maxpool2d on each of its paths (Winograd from 16 channels, phase
+    planes for one, the direct method between): filters that copy a channel (exact in
+    Winograd's arithmetic too) on small integers, so that windows tie and ReLU'd maxima are
+    exactly 0; y equal, and the gradients to the same pixels."""
+    from fastnn.kernels.jit import phases, winograd
     rng = np.random.default_rng(sum(shape) + size + pad)
     x = rng.integers(-1, 3, size=shape).astype(np.float64)
     w = np.zeros((2, shape[1], 3, 3))
-    w[0, 0, 1, 1] = w[1, 3, 1, 1] = 1
+    w[0, 0, 1, 1] = w[1, min(3, shape[1] - 1), 1, 1] = 1
     b = np.zeros(2)
     OH, OW = shape[2] + 2 * pad - 2, shape[3] + 2 * pad - 2
     if size > min(OH, OW):
@@ -213,7 +214,7 @@ def test_jit_fused_pooling_breaks_ties_and_kills_dead_windows_as_the_reference(s
     options = dict(stride=1, pad=pad, size=size, pool_stride=stride, relu=relu)
     ops, reference = kernels.get("jit"), kernels.get("reference")
     y, cache = ops.conv2d_maxpool2d_forward(x, w, b, **options)
-    assert cache[0] is (winograd if shape[1] >= winograd.MIN_CHANNELS else None)
+    assert cache[0] is (winograd if shape[1] >= winograd.MIN_CHANNELS else phases if shape[1] == 1 else None)
     expected_y, expected_cache = reference.conv2d_maxpool2d_forward(x, w, b, **options)
     dy = rng.standard_normal(y.shape)
     dx, dw, db = ops.conv2d_maxpool2d_backward(dy, cache)

@@ -1,265 +1,111 @@
-"""Conv2d, optional ReLU and max-pooling in one Numba pass per image, by phases.
+"""Conv2d, optional ReLU and max-pooling in one Numba pass per image.
 
-Max-pooling reads the convolution's output z at the window positions z[t*i + u, t*j + v]
-(pooling stride t, window offsets 0 <= u, v < s for an s x s window). For one offset (u, v),
-those values over every window (i, j) form a *phase plane* of PH x PW values:
+Each image's convolution output goes to a scratch plane owned by its thread, is pooled from
+there straight into y, and is never stored for the whole batch: the (N, F, OH, OW) activation
+and its ReLU and pooling passes over memory disappear. Pooling comes before the ReLU (the two
+commute, see ``vectorized/fused.py``). For every window the forward pass records the flat index
+(within its OH x OW plane) of its first maximum, or -1 where the ReLU sends it no gradient
+(maximum <= 0, or NaN).
 
-    Z[f, u*s + v, i*PW + j] = z[f, t*i + u, t*j + v]
-
-Computed phase by phase, the pooling becomes an elementwise maximum over the s*s phase planes,
-one long contiguous loop that the compiler vectorises (as window-by-window code, with rows of
-13 and stride-2 reads, it could not: seed_cnn's pooling took 55% of its forward pass), and
-convolution outputs that no window reads (the last row and column of an odd plane) are never
-computed. Each phase plane is itself a stride-1 convolution over *phase planes* of the input,
-
-    P[c, a, b, i*PW + j] = x_padded[c, t*i + a, t*j + b]     (0 <= a < s + KH - 1, b likewise)
-
-so that tap (kh, kw) of phase (u, v) reads the contiguous plane P[c, u + kh, v + kw]:
-``_phase_correlate`` is the direct convolution's micro-kernel (``conv2d._madd4x3``: four
-filters from three taps) run over phase planes. P[c, a + t] is P[c, a] one row of windows
-further on, so the planes are not stored one by one: ``_phase_copies`` writes t row classes,
-
-    Q[c, r, b, m*PW + j] = x_padded[c, t*m + r, t*j + b]     (P[c, a, b] = Q[c, a % t, b] from row a // t)
-
-about half as many values (seed_cnn: 1,456 per image instead of 16 planes of 169). Overlapping
-windows (s > t) compute the outputs they share once per window; no model here has them.
-
-The forward pass records, for every window, the phase of its first maximum in row-major
-window order (a NaN beats any number), or -1 where the ReLU sends it no gradient (maximum
-<= 0, or NaN); pooling comes before the ReLU (the two commute, see ``vectorized/fused.py``).
-It keeps Q for the backward pass (per-thread scratch at inference), which works per image:
-- dZ[f, ph] = dy[f] where the window's maximum was phase ph, else 0;
-- dw[f, c, kh, kw] = sum over phases (u, v) of dot(dZ[f, u*s + v], P[c, u + kh, v + kw]) and
-  db[f] the sum of dy over live windows;
-- dx (when asked for): dZ is scattered into the dense gradient dz (F, OH, OW) of the
-  convolution's output (adding where windows overlap), and the jit convolution's own backward
-  steps for dx run on it (transposed correlation, unshift: see ``conv2d.py``).
-Stride-1 convolutions only, as in ``conv2d.py``; other strides go to the ``vectorized``
-composition. Where ``conv2d`` uses Winograd's method, so does this op: ``winograd.py`` pools each
-image's output with the same rules, from a scratch image whose channels come last.
-Images are split into one chunk per thread, each summing dw and db into its own partials.
+The backward pass rebuilds, per image, the convolution's output gradient dz from dy and those
+indices, then runs the jit convolution's own per-image backward steps on it (weight gradient,
+transposed correlation, unshift): see ``conv2d.py``. Stride-1 convolutions only, as there;
+other strides go to the ``vectorized`` composition. Where ``conv2d`` uses Winograd's method,
+so does this op: ``winograd.py`` pools each image's output with the same rules, from a scratch
+image whose channels come last (it holds one slice of the batch's products, not the whole
+activation, and keeps ``where`` for the whole batch even for inference). Convolutions of one
+input channel go by phase planes (``phases.py``), where the pooling is one vectorised loop.
 """
 import numpy as np
 from numba import njit, prange
 
 from .. import _common
 from ..vectorized import fused as vectorized_fused
-from . import winograd
+from . import phases, winograd
 from ._config import CACHE, FASTMATH, batch_chunks, prange_only
-from .conv2d import _correlate_transpose, _madd4x3, _sum_partials, _unshift_add
-from .maxpool2d import _wins
+from .conv2d import (_add_weight_grad, _correlate, _correlate_transpose, _shift_copies, _sum_partials,
+                     _unshift_add)
+from .maxpool2d import _pool_plane
 
 
 @njit(cache=CACHE)
-def _phase_copies(src, pad, stride, PW, Q):
-    """Q[c, r, b, m * PW + j] = src[c, stride * m + r - pad, stride * j + b - pad], zero outside src.
+def _pool(z, size, stride, relu, y, where):
+    """y[f, i, j] = max of z[f]'s window (i, j), ReLU'd if ``relu``; where[f, i, j] its flat index
+    in z[f] (first maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
 
-    src (C, H, W); Q (C, R, B, M * PW).
+    z (F, OH, OW); y, where (F, PH, PW). The pooling is ``maxpool2d.py``'s, plane by plane.
     """
-    C, H, W = src.shape
-    R, B, M = Q.shape[1], Q.shape[2], Q.shape[3] // PW
-    zero = src.dtype.type(0)
-    for c in range(C):
-        for r in range(R):
-            for b in range(B):
-                # Columns j0 <= j < j1 read inside src: 0 <= stride * j + b - pad < W.
-                j0 = min(PW, max(0, -((b - pad) // stride)))
-                j1 = max(j0, min(PW, (W - 1 + pad - b) // stride + 1))
-                plane = Q[c, r, b]
-                for m in range(M):
-                    h = stride * m + r - pad
-                    row = plane[m * PW:(m + 1) * PW]
-                    if h < 0 or h >= H:
-                        row[:] = zero
-                        continue
-                    for j in range(j0):
-                        row[j] = zero
-                    for j in range(j0, j1):
-                        row[j] = src[c, h, stride * j + b - pad]
-                    for j in range(j1, PW):
-                        row[j] = zero
-
-
-@njit(cache=CACHE, fastmath=FASTMATH)
-def _phase_correlate(Q, stride, PW, w, b, size, Z):
-    """Z[f, u * size + v, k] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * P[c, u + kh, v + kw, k].
-
-    Q from ``_phase_copies``, whose planes P[c, a, b] = Q[c, a % stride, b] from row a // stride
-    on (a view longer than n: the loops run over the n values); w (F, C, KH, KW); b (F,);
-    Z (F, size * size, n). Missing filters (F not a multiple of 4) write to a spare plane, missing
-    taps read zeros with weight 0.
-    """
-    F, C, KH, KW = w.shape
-    n = Z.shape[2]
-    zero = w.dtype.type(0)
-    no_input = np.zeros(n, Z.dtype)
-    spare = np.zeros((3, n), Z.dtype)
-    ws = np.empty((4, 3), w.dtype)
-    for f in range(0, F, 4):
-        for u in range(size):
-            for v in range(size):
-                phase = u * size + v
-                o0 = Z[f, phase]
-                o1 = Z[f + 1, phase] if f + 1 < F else spare[0]
-                o2 = Z[f + 2, phase] if f + 2 < F else spare[1]
-                o3 = Z[f + 3, phase] if f + 3 < F else spare[2]
-                for a in range(min(4, F - f)):
-                    Z[f + a, phase, :] = b[f + a]
-                for c in range(C):
-                    for kh in range(KH):
-                        # P[c, u + kh, b] is planes[b, start:] (divisions hoisted: per tap they cost 30%).
-                        planes, start = Q[c, (u + kh) % stride], (u + kh) // stride * PW
-                        for kw in range(0, KW, 3):
-                            i0 = planes[v + kw, start:]
-                            i1 = planes[v + kw + 1, start:] if kw + 1 < KW else no_input
-                            i2 = planes[v + kw + 2, start:] if kw + 2 < KW else no_input
-                            for a in range(4):
-                                for t in range(3):
-                                    ws[a, t] = w[f + a, c, kh, kw + t] if f + a < F and kw + t < KW else zero
-                            _madd4x3(o0, o1, o2, o3, i0, i1, i2, ws)
-
-
-@njit(cache=CACHE)
-def _phase_pool(Z, relu, y, phase):
-    """y[f, k] = max over the phases of Z[f, :, k] (ReLU'd if ``relu``); phase[f, k] = the first
-    phase holding it (NaN wins), or -1 if ``relu`` and the maximum is not > 0.
-
-    Z (F, S, n); y (F, n); phase (F, n) int32. Every loop runs along k, without branches, and
-    reads each value once (written with slice assignments and repeated reads of best[k], the
-    same loops ran 2x slower).
-    """
-    F, S, n = Z.shape
-    zero = Z.dtype.type(0)
+    F, PH, PW = y.shape
+    zero = z.dtype.type(0)
     for f in range(F):
-        best, at = y[f], phase[f]
-        first = Z[f, 0]
-        for k in range(n):
-            best[k] = first[k]
-            at[k] = 0
-        for p in range(1, S):
-            plane = Z[f, p]
-            for k in range(n):
-                v, m = plane[k], best[k]
-                wins = _wins(v, m)
-                best[k] = v if wins else m
-                at[k] = p if wins else at[k]
+        _pool_plane(z[f], size, stride, y[f], where[f])
         if relu:
-            for k in range(n):
-                m = best[k]
-                dead = not m > 0
-                # relu(NaN) stays NaN; either way no gradient passes a dead window.
-                best[k] = zero if dead and m == m else m
-                at[k] = -1 if dead else at[k]
-
-
-@njit(cache=CACHE, fastmath=FASTMATH)
-def _phase_weight_grad(dZ, Q, stride, PW, size, dw):
-    """dw[f, c, kh, kw] += sum over u, v, k of dZ[f, u * size + v, k] * P[c, u + kh, v + kw, k].
-
-    dZ (F, size * size, n); Q as in ``_phase_correlate``; dw (F, C, KH, KW). Four filters by three
-    kw at a time (twelve sums in registers); a missing filter or kw repeats the last real one and
-    its sums are dropped.
-    """
-    F, C, KH, KW = dw.shape
-    n = dZ.shape[2]
-    zero = dZ.dtype.type(0)  # accumulate in the array's own precision
-    for f in range(0, F, 4):
-        f1, f2, f3 = min(f + 1, F - 1), min(f + 2, F - 1), min(f + 3, F - 1)
-        for c in range(C):
-            for kh in range(KH):
-                for kw in range(0, KW, 3):
-                    kw1, kw2 = min(kw + 1, KW - 1), min(kw + 2, KW - 1)
-                    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
-                    for u in range(size):
-                        planes, start = Q[c, (u + kh) % stride], (u + kh) // stride * PW
-                        for v in range(size):
-                            phase = u * size + v
-                            g0, g1, g2, g3 = dZ[f, phase], dZ[f1, phase], dZ[f2, phase], dZ[f3, phase]
-                            r0, r1, r2 = planes[v + kw, start:], planes[v + kw1, start:], planes[v + kw2, start:]
-                            for q in range(n):
-                                a0, a1, a2, a3 = g0[q], g1[q], g2[q], g3[q]
-                                x0, x1, x2 = r0[q], r1[q], r2[q]
-                                s00 += a0 * x0
-                                s01 += a0 * x1
-                                s02 += a0 * x2
-                                s10 += a1 * x0
-                                s11 += a1 * x1
-                                s12 += a1 * x2
-                                s20 += a2 * x0
-                                s21 += a2 * x1
-                                s22 += a2 * x2
-                                s30 += a3 * x0
-                                s31 += a3 * x1
-                                s32 += a3 * x2
-                    sums = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22), (s30, s31, s32))
-                    for a in range(min(4, F - f)):
-                        for t in range(min(3, KW - kw)):
-                            dw[f + a, c, kh, kw + t] += sums[a][t]
+            for i in range(PH):
+                y_row, where_row = y[f, i], where[f, i]
+                for j in range(PW):
+                    best = y_row[j]
+                    dead = not best > 0
+                    # relu(NaN) stays NaN; either way no gradient passes a dead window.
+                    y_row[j] = zero if dead and best == best else best
+                    where_row[j] = -1 if dead else where_row[j]
 
 
 @njit(parallel=prange_only(), cache=CACHE)
 def _forward(x, w, b, pad, size, stride, relu, PH, PW, keep, chunks):
-    """y (N, F, PH, PW), and what backward needs: phase (N, F, PH * PW) int32 and every image's
-    phase copies Q. Without ``keep`` those two are only per-thread scratch space (one image's
+    """y (N, F, PH, PW), and what backward needs: where (N, F, PH, PW) int32 and every image's
+    shifted copies. Without ``keep`` those two are only per-thread scratch space (one image's
     worth each), so inference allocates nothing but y."""
-    N, C = x.shape[0], x.shape[1]
+    N, C, H, W = x.shape
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
-    n = PH * PW
-    rows = PH + (size + KH - 2) // stride  # of Q: P[c, a] for a < size + KH - 1 starts at row a // stride
+    OH, OW = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
     y = np.empty((N, F, PH, PW), x.dtype)
-    phase = np.empty((N if keep else chunks, F, n), np.int32)
-    Q = np.empty((N if keep else chunks, C, stride, size + KW - 1, rows * PW), x.dtype)
+    where = np.empty((N if keep else chunks, F, PH, PW), np.int32)
+    shifted = np.empty((N if keep else chunks, C, KW, H + 2 * pad, OW), x.dtype)
     for k in prange(chunks):
-        Z = np.empty((F, size * size, n), x.dtype)
+        z = np.empty((F, OH, OW), x.dtype)
         thread = np.int64(k)  # prange's index is unsigned: make it an image index's type
-        for i in range(k * N // chunks, (k + 1) * N // chunks):
-            m = i if keep else thread  # this image's slot, or the thread's scratch slot
-            _phase_copies(x[i], pad, stride, PW, Q[m])
-            _phase_correlate(Q[m], stride, PW, w, b, size, Z)
-            _phase_pool(Z, relu, y[i].reshape(F, n), phase[m])
-    return y, phase, Q
+        for n in range(k * N // chunks, (k + 1) * N // chunks):
+            m = n if keep else thread  # this image's slot, or the thread's scratch slot
+            _shift_copies(x[n], pad, pad, shifted[m])
+            _correlate(shifted[m], w, b, z)
+            _pool(z, size, stride, relu, y[n], where[m])
+    return y, where, shifted
 
 
 @njit(parallel=prange_only(), cache=CACHE, fastmath=FASTMATH)
-def _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, input_grad, chunks):
+def _backward(dy, where, shifted, w, pad, H, W, OH, OW, input_grad, chunks):
     """dx (N, C, H, W) (or, without ``input_grad``, an empty array), dw (F, C, KH, KW), db (F,)
     from dy (N, F, PH, PW)."""
-    N, F, PH, PW = dy.shape
-    n = PH * PW
-    S = size * size
+    N, F = dy.shape[0], dy.shape[1]
+    P = dy.shape[2] * dy.shape[3]
     C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
     dtype = w.dtype
-    zero = dtype.type(0)
+    n = OH * OW
     dx = np.empty((N if input_grad else 0, C, H, W), dtype)
     dw_parts = np.zeros((chunks, F, C, KH, KW), dtype)
     db_parts = np.zeros((chunks, F), dtype)
     for k in prange(chunks):
-        dZ = np.empty((F, S, n), dtype)
+        dz = np.empty((F, OH, OW), dtype)
+        dz_flat = dz.reshape(F, n)
         d_shifted = np.empty((C, KW, OH + KH - 1, OW), dtype)
-        # Each dz[f] flat, with KH - 1 rows of zeros before and after (see _correlate_transpose).
-        dy_padded = np.zeros((F, (OH + 2 * (KH - 1)) * OW), dtype)
+        dy_padded = np.zeros((F, n + 2 * (KH - 1) * OW), dtype)
         for i in range(k * N // chunks, (k + 1) * N // chunks):
-            g = dy[i].reshape(F, n)
-            at = phase[i]
+            g = dy[i].reshape(F, P)
+            at = where[i].reshape(F, P)
+            dz[:] = 0
             for f in range(F):
-                for p in range(S):
-                    plane = dZ[f, p]
-                    for q in range(n):
-                        plane[q] = g[f, q] if at[f, q] == p else zero
-                s = zero
+                for p in range(P):
+                    if at[f, p] >= 0:
+                        dz_flat[f, at[f, p]] += g[f, p]
+                middle = dy_padded[f, (KH - 1) * OW:]
+                s = dtype.type(0)
                 for q in range(n):
-                    s += g[f, q] if at[f, q] >= 0 else zero
+                    v = dz_flat[f, q]
+                    middle[q] = v
+                    s += v
                 db_parts[k, f] += s
-            _phase_weight_grad(dZ, Q[i], stride, PW, size, dw_parts[k])
+            _add_weight_grad(dz, shifted[i], dw_parts[k])
             if input_grad:
-                dz = dy_padded[:, (KH - 1) * OW:(KH - 1 + OH) * OW]
-                dz[:] = zero
-                for f in range(F):
-                    for p in range(S):
-                        offset = (p // size) * OW + p % size  # phase (u, v) is z[t*i + u, t*j + v]
-                        for r in range(PH):
-                            for j in range(PW):
-                                dz[f, stride * (r * OW + j) + offset] += dZ[f, p, r * PW + j]
                 _correlate_transpose(dy_padded, w, d_shifted)
                 _unshift_add(d_shifted, pad, pad, dx[i])
     dw, db = _sum_partials(dw_parts, db_parts)
@@ -286,10 +132,12 @@ def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None,
     if winograd.suits(x, w, stride, pad):
         y, state = winograd.conv2d_maxpool2d_forward(x, w, b, pad, size, pool_stride, relu, PH, PW, keep)
         return y, (winograd, state)
-    y, phase, Q = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW, keep,
-                           batch_chunks(x.shape[0]))
-    state = (x.shape, y.shape, phase, Q, w, int(pad), int(size), int(pool_stride), OH, OW) if keep else None
-    return y, (None, state)
+    if phases.suits(x, w):
+        y, state = phases.conv2d_maxpool2d_forward(x, w, b, pad, size, pool_stride, relu, PH, PW, keep)
+        return y, (phases, state)
+    y, where, shifted = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW, keep,
+                                 batch_chunks(x.shape[0]))
+    return y, (None, (x.shape, where, shifted, w, int(pad), OH, OW) if keep else None)
 
 
 def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
@@ -302,9 +150,9 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
         return delegate.conv2d_maxpool2d_backward(dy, state, input_grad)
     if state is None:
         raise ValueError("conv2d_maxpool2d_backward: the forward pass ran with need_backward=False")
-    (N, C, H, W), y_shape, phase, Q, w, pad, size, stride, OH, OW = state
-    if dy.shape != y_shape:
-        raise ValueError(f"dy must have shape {y_shape}, got {dy.shape}")
+    (N, C, H, W), where, shifted, w, pad, OH, OW = state
+    if dy.shape != where.shape:
+        raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    dx, dw, db = _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, bool(input_grad), batch_chunks(N))
+    dx, dw, db = _backward(dy, where, shifted, w, pad, H, W, OH, OW, bool(input_grad), batch_chunks(N))
     return (dx if input_grad else None), dw, db

@@ -25,7 +25,7 @@ def _wins(v, best):
 def _pool_plane(plane, size, stride, y, where):
     """y[i, j] = max of ``plane``'s window (i, j); where[i, j] = flat index h * W + w of its first maximum.
 
-    plane (H, W); y, where (OH, OW).
+    plane (H, W); y, where (OH, OW). Shared with the fused conv-pool kernel (``fused.py``).
     """
     OH, OW = y.shape
     W = plane.shape[1]

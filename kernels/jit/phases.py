@@ -1,0 +1,299 @@
+"""Conv2d, optional ReLU and max-pooling by phase planes: the jit backend's path for convolutions
+of one input channel (a grayscale network's first layer: seed_cnn's and lenet's).
+
+Max-pooling reads the convolution's output z at the window positions z[t*i + u, t*j + v]
+(pooling stride t, window offsets 0 <= u, v < s for an s x s window). For one offset (u, v),
+those values over every window (i, j) form a *phase plane* of PH x PW values:
+
+    Z[f, u*s + v, i*PW + j] = z[f, t*i + u, t*j + v]
+
+Computed phase by phase, the pooling becomes an elementwise maximum over the s*s phase planes,
+one long contiguous loop that the compiler vectorises (window by window, with rows of 13 and
+stride-2 reads, it could not: seed_cnn's pooling took 55% of its forward pass in ``fused.py``),
+and convolution outputs that no window reads (the last row and column of an odd plane) are
+never computed. Each phase plane is itself a stride-1 convolution over phase planes of the
+input,
+
+    P[c, a, b, i*PW + j] = x_padded[c, t*i + a, t*j + b]     (0 <= a < s + KH - 1, b likewise)
+
+so that tap (kh, kw) of phase (u, v) reads the contiguous plane P[c, u + kh, v + kw]:
+``_phase_correlate`` is the direct convolution's micro-kernel (``conv2d._madd4x3``: four
+filters from three taps) run over phase planes. P[c, a + t] is P[c, a] one row of windows
+further on, so the planes are not stored one by one: ``_phase_copies`` writes t row classes,
+
+    Q[c, r, b, m*PW + j] = x_padded[c, t*m + r, t*j + b]     (P[c, a, b] = Q[c, a % t, b] from row a // t)
+
+about half as many values (seed_cnn: 1,456 per image instead of 16 planes of 169). Overlapping
+windows (s > t) compute the outputs they share once per window.
+
+The forward pass records, for every window, the phase of its first maximum in row-major
+window order (a NaN beats any number), or -1 where the ReLU sends it no gradient (maximum
+<= 0, or NaN); pooling comes before the ReLU (the two commute, see ``vectorized/fused.py``).
+It keeps Q for the backward pass (per-thread scratch at inference), which works per image:
+- dZ[f, ph] = dy[f] where the window's maximum was phase ph, else 0;
+- dw[f, c, kh, kw] = sum over phases (u, v) of dot(dZ[f, u*s + v], P[c, u + kh, v + kw]) and
+  db[f] the sum of dy over live windows;
+- dx (when asked for): dZ is scattered into the dense gradient dz (F, OH, OW) of the
+  convolution's output (adding where windows overlap), and the jit convolution's own backward
+  steps for dx run on it (transposed correlation, unshift: see ``conv2d.py``).
+Images are split into one chunk per thread, each summing dw and db into its own partials.
+
+Where it is used (``suits``): one input channel. Against ``fused.py``'s direct method, batch 64,
+2 x 2 pooling, 2 threads, forward / backward without dx (ms): C = 1 on 28 x 28, 8 filters
+(seed_cnn) 0.34 / 0.08 -> 0.18 / 0.09 in a loop, 0.44 -> 0.28 forward inside an epoch; 32
+filters (lenet) 1.21 / 0.50 -> 0.65 / 0.42; 5 x 5 kernels, 16 filters 1.58 / 0.66 -> 0.70 / 0.46.
+With more channels the convolution outweighs the pooling and the phase planes' short loops
+(PH * PW values, against OH * OW) lose: C = 3 on 14 x 14 0.32 / 0.14 -> 0.33 / 0.20, C = 8 0.61 /
+0.30 -> 0.75 / 0.46, and a backward pass with dx costs 15-50% more (dZ, then the scatter).
+"""
+import numpy as np
+from numba import njit, prange
+
+from ._config import CACHE, FASTMATH, batch_chunks, prange_only
+from .conv2d import _correlate_transpose, _madd4x3, _sum_partials, _unshift_add
+from .maxpool2d import _wins
+
+
+def suits(x, w):
+    """Whether conv2d_maxpool2d of x (N, C, H, W) by w (F, C, KH, KW), stride 1, goes by phases."""
+    return x.shape[1] == 1
+
+
+@njit(cache=CACHE)
+def _phase_copies(src, pad, stride, PW, Q):
+    """Q[c, r, b, m * PW + j] = src[c, stride * m + r - pad, stride * j + b - pad], zero outside src.
+
+    src (C, H, W); Q (C, R, B, M * PW).
+    """
+    C, H, W = src.shape
+    R, B, M = Q.shape[1], Q.shape[2], Q.shape[3] // PW
+    zero = src.dtype.type(0)
+    for c in range(C):
+        for r in range(R):
+            for b in range(B):
+                # Columns j0 <= j < j1 read inside src: 0 <= stride * j + b - pad < W.
+                j0 = min(PW, max(0, -((b - pad) // stride)))
+                j1 = max(j0, min(PW, (W - 1 + pad - b) // stride + 1))
+                plane = Q[c, r, b]
+                for m in range(M):
+                    h = stride * m + r - pad
+                    row = plane[m * PW:(m + 1) * PW]
+                    if h < 0 or h >= H:
+                        row[:] = zero
+                        continue
+                    for j in range(j0):
+                        row[j] = zero
+                    for j in range(j0, j1):
+                        row[j] = src[c, h, stride * j + b - pad]
+                    for j in range(j1, PW):
+                        row[j] = zero
+
+
+@njit(cache=CACHE, fastmath=FASTMATH)
+def _phase_correlate(Q, stride, PW, w, b, size, Z):
+    """Z[f, u * size + v, k] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * P[c, u + kh, v + kw, k].
+
+    Q from ``_phase_copies``, whose planes P[c, a, b] = Q[c, a % stride, b] from row a // stride
+    on (a view longer than n: the loops run over the n values); w (F, C, KH, KW); b (F,);
+    Z (F, size * size, n). Missing filters (F not a multiple of 4) write to a spare plane, missing
+    taps read zeros with weight 0.
+    """
+    F, C, KH, KW = w.shape
+    n = Z.shape[2]
+    zero = w.dtype.type(0)
+    no_input = np.zeros(n, Z.dtype)
+    spare = np.zeros((3, n), Z.dtype)
+    ws = np.empty((4, 3), w.dtype)
+    for f in range(0, F, 4):
+        for u in range(size):
+            for v in range(size):
+                phase = u * size + v
+                o0 = Z[f, phase]
+                o1 = Z[f + 1, phase] if f + 1 < F else spare[0]
+                o2 = Z[f + 2, phase] if f + 2 < F else spare[1]
+                o3 = Z[f + 3, phase] if f + 3 < F else spare[2]
+                for a in range(min(4, F - f)):
+                    Z[f + a, phase, :] = b[f + a]
+                for c in range(C):
+                    for kh in range(KH):
+                        # P[c, u + kh, b] is planes[b, start:] (divisions hoisted: per tap they cost 30%).
+                        planes, start = Q[c, (u + kh) % stride], (u + kh) // stride * PW
+                        for kw in range(0, KW, 3):
+                            i0 = planes[v + kw, start:]
+                            i1 = planes[v + kw + 1, start:] if kw + 1 < KW else no_input
+                            i2 = planes[v + kw + 2, start:] if kw + 2 < KW else no_input
+                            for a in range(4):
+                                for t in range(3):
+                                    ws[a, t] = w[f + a, c, kh, kw + t] if f + a < F and kw + t < KW else zero
+                            _madd4x3(o0, o1, o2, o3, i0, i1, i2, ws)
+
+
+@njit(cache=CACHE)
+def _phase_pool(Z, relu, y, phase):
+    """y[f, k] = max over the phases of Z[f, :, k] (ReLU'd if ``relu``); phase[f, k] = the first
+    phase holding it (NaN wins), or -1 if ``relu`` and the maximum is not > 0.
+
+    Z (F, S, n); y (F, n); phase (F, n) int32. Every loop runs along k, without branches, and
+    reads each value once (written with slice assignments and repeated reads of best[k], the
+    same loops ran 2x slower).
+    """
+    F, S, n = Z.shape
+    zero = Z.dtype.type(0)
+    for f in range(F):
+        best, at = y[f], phase[f]
+        first = Z[f, 0]
+        for k in range(n):
+            best[k] = first[k]
+            at[k] = 0
+        for p in range(1, S):
+            plane = Z[f, p]
+            for k in range(n):
+                v, m = plane[k], best[k]
+                wins = _wins(v, m)
+                best[k] = v if wins else m
+                at[k] = p if wins else at[k]
+        if relu:
+            for k in range(n):
+                m = best[k]
+                dead = not m > 0
+                # relu(NaN) stays NaN; either way no gradient passes a dead window.
+                best[k] = zero if dead and m == m else m
+                at[k] = -1 if dead else at[k]
+
+
+@njit(cache=CACHE, fastmath=FASTMATH)
+def _phase_weight_grad(dZ, Q, stride, PW, size, dw):
+    """dw[f, c, kh, kw] += sum over u, v, k of dZ[f, u * size + v, k] * P[c, u + kh, v + kw, k].
+
+    dZ (F, size * size, n); Q as in ``_phase_correlate``; dw (F, C, KH, KW). Four filters by three
+    kw at a time (twelve sums in registers); a missing filter or kw repeats the last real one and
+    its sums are dropped.
+    """
+    F, C, KH, KW = dw.shape
+    n = dZ.shape[2]
+    zero = dZ.dtype.type(0)  # accumulate in the array's own precision
+    for f in range(0, F, 4):
+        f1, f2, f3 = min(f + 1, F - 1), min(f + 2, F - 1), min(f + 3, F - 1)
+        for c in range(C):
+            for kh in range(KH):
+                for kw in range(0, KW, 3):
+                    kw1, kw2 = min(kw + 1, KW - 1), min(kw + 2, KW - 1)
+                    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
+                    for u in range(size):
+                        planes, start = Q[c, (u + kh) % stride], (u + kh) // stride * PW
+                        for v in range(size):
+                            phase = u * size + v
+                            g0, g1, g2, g3 = dZ[f, phase], dZ[f1, phase], dZ[f2, phase], dZ[f3, phase]
+                            r0, r1, r2 = planes[v + kw, start:], planes[v + kw1, start:], planes[v + kw2, start:]
+                            for q in range(n):
+                                a0, a1, a2, a3 = g0[q], g1[q], g2[q], g3[q]
+                                x0, x1, x2 = r0[q], r1[q], r2[q]
+                                s00 += a0 * x0
+                                s01 += a0 * x1
+                                s02 += a0 * x2
+                                s10 += a1 * x0
+                                s11 += a1 * x1
+                                s12 += a1 * x2
+                                s20 += a2 * x0
+                                s21 += a2 * x1
+                                s22 += a2 * x2
+                                s30 += a3 * x0
+                                s31 += a3 * x1
+                                s32 += a3 * x2
+                    sums = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22), (s30, s31, s32))
+                    for a in range(min(4, F - f)):
+                        for t in range(min(3, KW - kw)):
+                            dw[f + a, c, kh, kw + t] += sums[a][t]
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _forward(x, w, b, pad, size, stride, relu, PH, PW, keep, chunks):
+    """y (N, F, PH, PW), and what backward needs: phase (N, F, PH * PW) int32 and every image's
+    phase copies Q. Without ``keep`` those two are only per-thread scratch space (one image's
+    worth each), so inference allocates nothing but y."""
+    N, C = x.shape[0], x.shape[1]
+    F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
+    n = PH * PW
+    rows = PH + (size + KH - 2) // stride  # of Q: P[c, a] for a < size + KH - 1 starts at row a // stride
+    y = np.empty((N, F, PH, PW), x.dtype)
+    phase = np.empty((N if keep else chunks, F, n), np.int32)
+    Q = np.empty((N if keep else chunks, C, stride, size + KW - 1, rows * PW), x.dtype)
+    for k in prange(chunks):
+        Z = np.empty((F, size * size, n), x.dtype)
+        thread = np.int64(k)  # prange's index is unsigned: make it an image index's type
+        for i in range(k * N // chunks, (k + 1) * N // chunks):
+            m = i if keep else thread  # this image's slot, or the thread's scratch slot
+            _phase_copies(x[i], pad, stride, PW, Q[m])
+            _phase_correlate(Q[m], stride, PW, w, b, size, Z)
+            _phase_pool(Z, relu, y[i].reshape(F, n), phase[m])
+    return y, phase, Q
+
+
+@njit(parallel=prange_only(), cache=CACHE, fastmath=FASTMATH)
+def _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, input_grad, chunks):
+    """dx (N, C, H, W) (or, without ``input_grad``, an empty array), dw (F, C, KH, KW), db (F,)
+    from dy (N, F, PH, PW)."""
+    N, F, PH, PW = dy.shape
+    n = PH * PW
+    S = size * size
+    C, KH, KW = w.shape[1], w.shape[2], w.shape[3]
+    dtype = w.dtype
+    zero = dtype.type(0)
+    dx = np.empty((N if input_grad else 0, C, H, W), dtype)
+    dw_parts = np.zeros((chunks, F, C, KH, KW), dtype)
+    db_parts = np.zeros((chunks, F), dtype)
+    for k in prange(chunks):
+        dZ = np.empty((F, S, n), dtype)
+        d_shifted = np.empty((C, KW, OH + KH - 1, OW), dtype)
+        # Each dz[f] flat, with KH - 1 rows of zeros before and after (see _correlate_transpose).
+        dy_padded = np.zeros((F, (OH + 2 * (KH - 1)) * OW), dtype)
+        for i in range(k * N // chunks, (k + 1) * N // chunks):
+            g = dy[i].reshape(F, n)
+            at = phase[i]
+            for f in range(F):
+                for p in range(S):
+                    plane = dZ[f, p]
+                    for q in range(n):
+                        plane[q] = g[f, q] if at[f, q] == p else zero
+                s = zero
+                for q in range(n):
+                    s += g[f, q] if at[f, q] >= 0 else zero
+                db_parts[k, f] += s
+            _phase_weight_grad(dZ, Q[i], stride, PW, size, dw_parts[k])
+            if input_grad:
+                dz = dy_padded[:, (KH - 1) * OW:(KH - 1 + OH) * OW]
+                dz[:] = zero
+                for f in range(F):
+                    for p in range(S):
+                        offset = (p // size) * OW + p % size  # phase (u, v) is z[t*i + u, t*j + v]
+                        for r in range(PH):
+                            for j in range(PW):
+                                dz[f, stride * (r * OW + j) + offset] += dZ[f, p, r * PW + j]
+                _correlate_transpose(dy_padded, w, d_shifted)
+                _unshift_add(d_shifted, pad, pad, dx[i])
+    dw, db = _sum_partials(dw_parts, db_parts)
+    return dx, dw, db
+
+
+def conv2d_maxpool2d_forward(x, w, b, pad, size, stride, relu, PH, PW, keep):
+    """y (N, F, PH, PW) = max-pooling of (ReLU'd if ``relu``) conv2d(x), and the state for
+    ``conv2d_maxpool2d_backward`` (None without ``keep``). Arguments contiguous, checked and
+    ``suits``; stride is the pooling's (the convolution's is 1)."""
+    y, phase, Q = _forward(x, w, b, int(pad), int(size), int(stride), bool(relu), PH, PW, bool(keep),
+                           batch_chunks(x.shape[0]))
+    return y, ((x.shape, phase, Q, w, int(pad), int(size), int(stride)) if keep else None)
+
+
+def conv2d_maxpool2d_backward(dy, state, input_grad=True):
+    """dy (N, F, PH, PW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, KH, KW), db (F,)."""
+    if state is None:
+        raise ValueError("conv2d_maxpool2d_backward: the forward pass ran with need_backward=False")
+    (N, C, H, W), phase, Q, w, pad, size, stride = state
+    F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
+    OH, OW = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
+    expected = (N, F, (OH - size) // stride + 1, (OW - size) // stride + 1)
+    if dy.shape != expected:
+        raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
+    dy = np.ascontiguousarray(dy, dtype=w.dtype)
+    dx, dw, db = _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, bool(input_grad), batch_chunks(N))
+    return (dx if input_grad else None), dw, db
