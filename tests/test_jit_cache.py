@@ -15,11 +15,11 @@ import json
 import numpy as np
 from numba.core.registry import CPUDispatcher
 import fastnn.kernels.jit as jit
-from fastnn.kernels.jit import conv2d, fused, maxpool2d, optim, softmax_cross_entropy
+from fastnn.kernels.jit import conv2d, fused, maxpool2d, optim, phases, softmax_cross_entropy, winograd
 
 jit.warm_up(np.float32)
 stats = {}
-for module in (conv2d, fused, maxpool2d, optim, softmax_cross_entropy):
+for module in (conv2d, fused, maxpool2d, optim, phases, softmax_cross_entropy, winograd):
     for name, obj in vars(module).items():
         if isinstance(obj, CPUDispatcher):
             stats[module.__name__ + "." + name] = {
@@ -29,7 +29,7 @@ for module in (conv2d, fused, maxpool2d, optim, softmax_cross_entropy):
 print(json.dumps(stats))
 """
 
-MODULES = ("conv2d", "fused", "maxpool2d", "optim", "softmax_cross_entropy")
+MODULES = ("conv2d", "fused", "maxpool2d", "optim", "phases", "softmax_cross_entropy", "winograd")
 
 
 def run_warm_up(cache_dir):
@@ -76,7 +76,7 @@ import json, sys
 import numpy as np
 sys.path.insert(0, sys.argv[1])
 from kernels_copy.jit import fused
-x, w, b = np.ones((1, 1, 4, 4), np.float32), np.ones((1, 1, 3, 3), np.float32), np.zeros(1, np.float32)
+x, w, b = np.ones((1, 2, 4, 4), np.float32), np.ones((1, 2, 3, 3), np.float32), np.zeros(1, np.float32)
 fused.conv2d_maxpool2d_forward(x, w, b, stride=1, pad=1, size=2, relu=True)
 stats = fused._forward.stats
 print(json.dumps({"hits": sum(stats.cache_hits.values()), "misses": sum(stats.cache_misses.values())}))

@@ -31,6 +31,9 @@ def warm_up(dtype=np.float32):
     x, w, b = np.ones((1, 1, 4, 4), dtype), np.ones((1, 1, 3, 3), dtype), np.zeros(1, dtype)
     y, cache = conv2d_forward(x, w, b, stride=1, pad=1)
     conv2d_backward(y, cache)
+    y, cache = conv2d_maxpool2d_forward(x, w, b, stride=1, pad=1, size=2, relu=True)  # phases.py (one channel)
+    conv2d_maxpool2d_backward(y, cache)
+    x, w = np.ones((1, 2, 4, 4), dtype), np.ones((1, 2, 3, 3), dtype)  # the direct fused path (fused.py)
     y, cache = conv2d_maxpool2d_forward(x, w, b, stride=1, pad=1, size=2, relu=True)
     conv2d_maxpool2d_backward(y, cache)
     # The same two ops with enough channels for Winograd's method (winograd.py).
