@@ -529,10 +529,10 @@ def build_loaders(config, mnist=None):
 def load_jit_kernels(log=print):
     """Compile (the first time on a machine) or load from Numba's disk cache every jit kernel,
     so that the first epoch's time and images/s are training alone; returns the seconds taken.
-    Logs a line before, and one after if it took long (a compile: about 30 s, once)."""
+    Logs a line before, and one after if it took long (a compile: about 40 s, once)."""
     from .kernels import jit
 
-    log("loading the jit kernels (the first run on a machine compiles and caches them, about 30 s)")
+    log("loading the jit kernels (the first run on a machine compiles and caches them, about 40 s)")
     start = time.perf_counter()
     jit.warm_up(np.float32)
     seconds = time.perf_counter() - start
