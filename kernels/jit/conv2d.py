@@ -219,20 +219,47 @@ def _correlate_transpose(dy_padded, w, d_shifted):
                     _madd6x3(o0, o1, o2, o3, o4, o5, i0, i1, i2, ws)
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _add_dots4x3(g0, g1, g2, g3, r0, r1, r2, sums):
+    """sums[a, t] += dot(g_a, r_t) over the length of g0, for a = 0..3 and t = 0..2: twelve sums
+    kept in registers through the loop (the r's may be longer views)."""
+    zero = sums.dtype.type(0)  # accumulate in the array's own precision
+    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
+    for q in range(g0.shape[0]):
+        a0, a1, a2, a3 = g0[q], g1[q], g2[q], g3[q]
+        u, v, s = r0[q], r1[q], r2[q]
+        s00 += a0 * u
+        s01 += a0 * v
+        s02 += a0 * s
+        s10 += a1 * u
+        s11 += a1 * v
+        s12 += a1 * s
+        s20 += a2 * u
+        s21 += a2 * v
+        s22 += a2 * s
+        s30 += a3 * u
+        s31 += a3 * v
+        s32 += a3 * s
+    totals = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22), (s30, s31, s32))
+    for a in range(4):
+        for t in range(3):
+            sums[a, t] += totals[a][t]
+
+
 @njit(cache=CACHE, fastmath=FASTMATH)
 def _add_weight_grad(dy, shifted, dw):
     """dw[f, c, kh, kw] += sum over i, j of dy[f, i, j] * shifted[c, kw, i + kh, j].
 
     dy (F, OH, OW); shifted (C, KW, OH + KH - 1, OW) from ``_shift_copies``; dw (F, C, KH, KW).
-    Four filters by three kw at a time (twelve sums in registers); a missing filter or kw
-    repeats the last real one and its sums are dropped.
+    Four filters by three kw at a time (``_add_dots4x3``); a missing filter or kw repeats the
+    last real one and its sums are dropped.
     """
     F, C, KH, KW = dw.shape
     OW = dy.shape[2]
     n = dy.shape[1] * OW
     g = dy.reshape(F, n)
     flat = shifted.reshape(C, KW, shifted.shape[2] * OW)
-    zero = dy.dtype.type(0)  # accumulate in the array's own precision
+    sums = np.empty((4, 3), dy.dtype)
     for f in range(0, F, 4):
         g0, g1, g2, g3 = g[f], g[min(f + 1, F - 1)], g[min(f + 2, F - 1)], g[min(f + 3, F - 1)]
         for c in range(C):
@@ -241,26 +268,11 @@ def _add_weight_grad(dy, shifted, dw):
                     r0 = flat[c, kw, kh * OW:]
                     r1 = flat[c, min(kw + 1, KW - 1), kh * OW:]
                     r2 = flat[c, min(kw + 2, KW - 1), kh * OW:]
-                    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
-                    for q in range(n):
-                        a0, a1, a2, a3 = g0[q], g1[q], g2[q], g3[q]
-                        u, v, s = r0[q], r1[q], r2[q]
-                        s00 += a0 * u
-                        s01 += a0 * v
-                        s02 += a0 * s
-                        s10 += a1 * u
-                        s11 += a1 * v
-                        s12 += a1 * s
-                        s20 += a2 * u
-                        s21 += a2 * v
-                        s22 += a2 * s
-                        s30 += a3 * u
-                        s31 += a3 * v
-                        s32 += a3 * s
-                    sums = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22), (s30, s31, s32))
+                    sums[:] = 0
+                    _add_dots4x3(g0, g1, g2, g3, r0, r1, r2, sums)
                     for a in range(min(4, F - f)):
                         for t in range(min(3, KW - kw)):
-                            dw[f + a, c, kh, kw + t] += sums[a][t]
+                            dw[f + a, c, kh, kw + t] += sums[a, t]
 
 
 @njit(cache=CACHE)

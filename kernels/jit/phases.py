@@ -50,7 +50,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import CACHE, FASTMATH, batch_chunks, prange_only
-from .conv2d import _correlate_transpose, _madd4x3, _sum_partials, _unshift_add
+from .conv2d import _add_dots4x3, _correlate_transpose, _madd4x3, _sum_partials, _unshift_add
 from .maxpool2d import _wins
 
 
@@ -166,44 +166,28 @@ def _phase_weight_grad(dZ, Q, stride, PW, size, dw):
     """dw[f, c, kh, kw] += sum over u, v, k of dZ[f, u * size + v, k] * P[c, u + kh, v + kw, k].
 
     dZ (F, size * size, n); Q as in ``_phase_correlate``; dw (F, C, KH, KW). Four filters by three
-    kw at a time (twelve sums in registers); a missing filter or kw repeats the last real one and
-    its sums are dropped.
+    kw at a time (``conv2d._add_dots4x3``, phase by phase); a missing filter or kw repeats the
+    last real one and its sums are dropped.
     """
     F, C, KH, KW = dw.shape
-    n = dZ.shape[2]
-    zero = dZ.dtype.type(0)  # accumulate in the array's own precision
+    sums = np.empty((4, 3), dZ.dtype)
     for f in range(0, F, 4):
         f1, f2, f3 = min(f + 1, F - 1), min(f + 2, F - 1), min(f + 3, F - 1)
         for c in range(C):
             for kh in range(KH):
                 for kw in range(0, KW, 3):
                     kw1, kw2 = min(kw + 1, KW - 1), min(kw + 2, KW - 1)
-                    s00 = s01 = s02 = s10 = s11 = s12 = s20 = s21 = s22 = s30 = s31 = s32 = zero
+                    sums[:] = 0
                     for u in range(size):
                         planes, start = Q[c, (u + kh) % stride], (u + kh) // stride * PW
                         for v in range(size):
                             phase = u * size + v
-                            g0, g1, g2, g3 = dZ[f, phase], dZ[f1, phase], dZ[f2, phase], dZ[f3, phase]
-                            r0, r1, r2 = planes[v + kw, start:], planes[v + kw1, start:], planes[v + kw2, start:]
-                            for q in range(n):
-                                a0, a1, a2, a3 = g0[q], g1[q], g2[q], g3[q]
-                                x0, x1, x2 = r0[q], r1[q], r2[q]
-                                s00 += a0 * x0
-                                s01 += a0 * x1
-                                s02 += a0 * x2
-                                s10 += a1 * x0
-                                s11 += a1 * x1
-                                s12 += a1 * x2
-                                s20 += a2 * x0
-                                s21 += a2 * x1
-                                s22 += a2 * x2
-                                s30 += a3 * x0
-                                s31 += a3 * x1
-                                s32 += a3 * x2
-                    sums = ((s00, s01, s02), (s10, s11, s12), (s20, s21, s22), (s30, s31, s32))
+                            _add_dots4x3(dZ[f, phase], dZ[f1, phase], dZ[f2, phase], dZ[f3, phase],
+                                         planes[v + kw, start:], planes[v + kw1, start:], planes[v + kw2, start:],
+                                         sums)
                     for a in range(min(4, F - f)):
                         for t in range(min(3, KW - kw)):
-                            dw[f + a, c, kh, kw + t] += sums[a][t]
+                            dw[f + a, c, kh, kw + t] += sums[a, t]
 
 
 @njit(parallel=prange_only(), cache=CACHE)
