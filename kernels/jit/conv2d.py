@@ -24,7 +24,9 @@ index ``q = i * OW + j`` every tap is one contiguous run of ``shifted[c, kw]`` s
 Micro-kernel. The loops do four outputs from three inputs at a time (``_madd4x3``: 12
 multiply-adds for 3 loads and 4 load-stores per element): forward, four filters from the
 three taps of one kernel row. Missing outputs (F not a multiple of 4) write to a scratch
-buffer; missing inputs read zeros with weight 0, so NaN and infinity never leak across.
+buffer; missing inputs read zeros with weight 0, so NaN and infinity never leak across. (The
+backward's transposed correlation does read rows of zeros around dy: an infinite weight gives
+NaN (0 * inf) at the border of dx where the reference's sums are finite.)
 Four outputs rather than three made each of the three loops below 16-25% faster on lenet's
 second layer (three was 4 fewer registers than the machine has to spare; five or six gained
 nothing more).

@@ -38,6 +38,13 @@ It keeps Q for the backward pass (per-thread scratch at inference), which works 
   steps for dx run on it (transposed correlation, unshift: see ``conv2d.py``).
 Images are split into one chunk per thread, each summing dw and db into its own partials.
 
+Non-finite inputs: dw sums each window's gradient times the input under it, so convolution
+outputs that no window reads never reach dw, and windows that overlap on one maximum add
+their shares separately. With an infinity or NaN in x, dw can then lack a NaN the reference's
+dense sum has (0 * inf at an unread output) or be NaN where it is +-inf (a * inf + b * inf
+for a and b of opposite signs, where the dense sum has (a + b) * inf); y, dx and db are the
+reference's. Finite inputs give neither.
+
 Where it is used (``suits``): one input channel. Against ``fused.py``'s direct method, batch 64,
 2 x 2 pooling, 2 threads, forward / backward without dx (ms): C = 1 on 28 x 28, 8 filters
 (seed_cnn) 0.34 / 0.08 -> 0.18 / 0.09 in a loop, 0.44 -> 0.28 forward inside an epoch; 32
@@ -54,8 +61,8 @@ from .conv2d import _add_dots4x3, _correlate_transpose, _madd4x3, _sum_partials,
 from .maxpool2d import _wins
 
 
-def suits(x, w):
-    """Whether conv2d_maxpool2d of x (N, C, H, W) by w (F, C, KH, KW), stride 1, goes by phases."""
+def suits(x):
+    """Whether conv2d_maxpool2d of x (N, C, H, W), stride 1, goes by phases: one input channel."""
     return x.shape[1] == 1
 
 
@@ -90,11 +97,11 @@ def _phase_copies(src, pad, stride, PW, Q):
 
 
 @njit(cache=CACHE, fastmath=FASTMATH)
-def _phase_correlate(Q, stride, PW, w, b, size, Z):
-    """Z[f, u * size + v, k] = b[f] + sum over c, kh, kw of w[f, c, kh, kw] * P[c, u + kh, v + kw, k].
+def _phase_correlate(Q, stride, PW, w, bias, size, Z):
+    """Z[f, u * size + v, k] = bias[f] + sum over c, kh, kw of w[f, c, kh, kw] * P[c, u + kh, v + kw, k].
 
     Q from ``_phase_copies``, whose planes P[c, a, b] = Q[c, a % stride, b] from row a // stride
-    on (a view longer than n: the loops run over the n values); w (F, C, KH, KW); b (F,);
+    on (a view longer than n: the loops run over the n values); w (F, C, KH, KW); bias (F,);
     Z (F, size * size, n). Missing filters (F not a multiple of 4) write to a spare plane, missing
     taps read zeros with weight 0.
     """
@@ -113,7 +120,7 @@ def _phase_correlate(Q, stride, PW, w, b, size, Z):
                 o2 = Z[f + 2, phase] if f + 2 < F else spare[1]
                 o3 = Z[f + 3, phase] if f + 3 < F else spare[2]
                 for a in range(min(4, F - f)):
-                    Z[f + a, phase, :] = b[f + a]
+                    Z[f + a, phase, :] = bias[f + a]
                 for c in range(C):
                     for kh in range(KH):
                         # P[c, u + kh, b] is planes[b, start:] (divisions hoisted: per tap they cost 30%).
@@ -194,14 +201,15 @@ def _phase_weight_grad(dZ, Q, stride, PW, size, dw):
 def _forward(x, w, b, pad, size, stride, relu, PH, PW, keep, chunks):
     """y (N, F, PH, PW), and what backward needs: phase (N, F, PH * PW) int32 and every image's
     phase copies Q. Without ``keep`` those two are only per-thread scratch space (one image's
-    worth each), so inference allocates nothing but y."""
+    worth each), so inference allocates nothing batch-sized but y."""
     N, C = x.shape[0], x.shape[1]
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     n = PH * PW
-    rows = PH + (size + KH - 2) // stride  # of Q: P[c, a] for a < size + KH - 1 starts at row a // stride
+    # Q's row classes: P[c, a] for a < size + KH - 1 is class a % stride from row a // stride on.
+    classes, rows = min(stride, size + KH - 1), PH + (size + KH - 2) // stride
     y = np.empty((N, F, PH, PW), x.dtype)
     phase = np.empty((N if keep else chunks, F, n), np.int32)
-    Q = np.empty((N if keep else chunks, C, stride, size + KW - 1, rows * PW), x.dtype)
+    Q = np.empty((N if keep else chunks, C, classes, size + KW - 1, rows * PW), x.dtype)
     for k in prange(chunks):
         Z = np.empty((F, size * size, n), x.dtype)
         thread = np.int64(k)  # prange's index is unsigned: make it an image index's type
@@ -272,7 +280,7 @@ def conv2d_maxpool2d_backward(dy, state, input_grad=True):
     """dy (N, F, PH, PW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, KH, KW), db (F,)."""
     if state is None:
         raise ValueError("conv2d_maxpool2d_backward: the forward pass ran with need_backward=False")
-    (N, C, H, W), phase, Q, w, pad, size, stride = state
+    (N, _, H, W), phase, Q, w, pad, size, stride = state
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
     expected = (N, F, (OH - size) // stride + 1, (OW - size) // stride + 1)
