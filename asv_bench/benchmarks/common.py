@@ -38,26 +38,29 @@ class KernelCase:
     ``op`` is the kernel family (``conv2d``, ``linear``, ...); ``shape`` is one image's input
     shape, ``(C, H, W)`` or ``(D,)``; ``params`` holds the rest: ``filters``, ``kernel``, ``pad``
     for conv2d, ``out_features`` for linear, ``size`` for maxpool2d, ``p`` for dropout, and for
-    the fused ``conv2d_maxpool2d`` those of conv2d and maxpool2d plus ``relu``.
+    the fused ``conv2d_maxpool2d`` those of conv2d and maxpool2d plus ``relu``. ``first``: the
+    model's first layer, whose backward skips the input gradient, as in training
+    (``input_grad=False``).
     """
     name: str
     op: str
     shape: tuple
     params: dict = field(default_factory=dict)
+    first: bool = False
 
 
 KERNEL_CASES = (
-    KernelCase("seed_cnn.conv", "conv2d", (1, 28, 28), dict(filters=8, kernel=3, pad=0)),
+    KernelCase("seed_cnn.conv", "conv2d", (1, 28, 28), dict(filters=8, kernel=3, pad=0), first=True),
     KernelCase("seed_cnn.pool", "maxpool2d", (8, 26, 26), dict(size=2)),
     KernelCase("seed_cnn.fc", "linear", (1352,), dict(out_features=10)),
-    KernelCase("lenet.conv1", "conv2d", (1, 28, 28), dict(filters=32, kernel=3, pad=1)),
+    KernelCase("lenet.conv1", "conv2d", (1, 28, 28), dict(filters=32, kernel=3, pad=1), first=True),
     KernelCase("lenet.relu1", "relu", (32, 28, 28)),
     KernelCase("lenet.pool1", "maxpool2d", (32, 28, 28), dict(size=2)),
     KernelCase("lenet.conv2", "conv2d", (32, 14, 14), dict(filters=64, kernel=3, pad=1)),
     KernelCase("lenet.pool2", "maxpool2d", (64, 14, 14), dict(size=2)),
     KernelCase("lenet.fc1", "linear", (3136,), dict(out_features=128)),
     KernelCase("lenet.fc2", "linear", (128,), dict(out_features=10)),
-    KernelCase("mlp.fc1", "linear", (784,), dict(out_features=512)),
+    KernelCase("mlp.fc1", "linear", (784,), dict(out_features=512), first=True),
     KernelCase("mlp.batchnorm", "batchnorm", (512,)),
     KernelCase("mlp.relu", "relu", (512,)),
     KernelCase("mlp.dropout", "dropout", (512,), dict(p=0.5)),
@@ -67,9 +70,9 @@ KERNEL_CASES = (
     KernelCase("softmax_ce", "softmax_cross_entropy", (10,)),
     # The fused conv [+ ReLU] + max-pool blocks the models actually run.
     KernelCase("seed_cnn.conv_pool", "conv2d_maxpool2d", (1, 28, 28),
-               dict(filters=8, kernel=3, pad=0, size=2, relu=False)),
+               dict(filters=8, kernel=3, pad=0, size=2, relu=False), first=True),
     KernelCase("lenet.block1", "conv2d_maxpool2d", (1, 28, 28),
-               dict(filters=32, kernel=3, pad=1, size=2, relu=True)),
+               dict(filters=32, kernel=3, pad=1, size=2, relu=True), first=True),
     KernelCase("lenet.block2", "conv2d_maxpool2d", (32, 14, 14),
                dict(filters=64, kernel=3, pad=1, size=2, relu=True)),
 )
@@ -99,16 +102,17 @@ def output_shape(case, n):
 
 
 def flops(case, n):
-    """Floating-point operations of forward + backward (dx and dw) for ``n`` images; None unless
-    the op is a conv (fused or not) or linear layer. Each of the three products costs 2 *
-    multiply-adds; the fused op's pooling and ReLU are not counted."""
+    """Floating-point operations of forward + backward (dw, and dx unless the case is a first
+    layer) for ``n`` images; None unless the op is a conv (fused or not) or linear layer. Each of
+    the products costs 2 * multiply-adds; the fused op's pooling and ReLU are not counted."""
     p = case.params
+    products = 2 if case.first else 3
     if case.op in ("conv2d", "conv2d_maxpool2d"):
         C, H, W = case.shape
         OH, OW = output_size(H, p["kernel"], 1, p["pad"]), output_size(W, p["kernel"], 1, p["pad"])
-        return 3 * 2.0 * n * p["filters"] * OH * OW * C * p["kernel"] ** 2
+        return products * 2.0 * n * p["filters"] * OH * OW * C * p["kernel"] ** 2
     if case.op == "linear":
-        return 3 * 2.0 * n * case.shape[0] * p["out_features"]
+        return products * 2.0 * n * case.shape[0] * p["out_features"]
     return None
 
 
@@ -159,14 +163,14 @@ def forward_backward(ops, case, a):
     p = case.params
     if case.op == "conv2d":
         y, cache = ops.conv2d_forward(a["x"], a["w"], a["b"], 1, p["pad"])
-        return (y, *ops.conv2d_backward(a["dy"], cache))
+        return (y, *ops.conv2d_backward(a["dy"], cache, input_grad=not case.first))
     if case.op == "conv2d_maxpool2d":
         y, cache = ops.conv2d_maxpool2d_forward(a["x"], a["w"], a["b"], 1, p["pad"], p["size"], None,
                                                 p["relu"])
-        return (y, *ops.conv2d_maxpool2d_backward(a["dy"], cache))
+        return (y, *ops.conv2d_maxpool2d_backward(a["dy"], cache, input_grad=not case.first))
     if case.op == "linear":
         y, cache = ops.linear_forward(a["x"], a["w"], a["b"])
-        return (y, *ops.linear_backward(a["dy"], cache))
+        return (y, *ops.linear_backward(a["dy"], cache, input_grad=not case.first))
     if case.op == "maxpool2d":
         y, cache = ops.maxpool2d_forward(a["x"], p["size"])
         return y, ops.maxpool2d_backward(a["dy"], cache)
@@ -187,9 +191,10 @@ def forward_backward(ops, case, a):
 
 
 def max_abs_difference(outputs, expected):
-    """Largest |a - b| over every pair of arrays of two ``forward_backward`` results."""
+    """Largest |a - b| over every pair of arrays of two ``forward_backward`` results (a first
+    layer's dx is None in both)."""
     return max(float(np.max(np.abs(np.asarray(a, np.float64) - np.asarray(b, np.float64))))
-               for a, b in zip(outputs, expected, strict=True))
+               for a, b in zip(outputs, expected, strict=True) if b is not None)
 
 
 # -- models -------------------------------------------------------------------------------------
