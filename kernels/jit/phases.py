@@ -189,9 +189,9 @@ def _phase_weight_grad(dZ, Q, stride, PW, size, dw):
                         planes, start = Q[c, (u + kh) % stride], (u + kh) // stride * PW
                         for v in range(size):
                             phase = u * size + v
-                            _add_dots4x3(dZ[f, phase], dZ[f1, phase], dZ[f2, phase], dZ[f3, phase],
-                                         planes[v + kw, start:], planes[v + kw1, start:], planes[v + kw2, start:],
-                                         sums)
+                            d0, d1, d2, d3 = dZ[f, phase], dZ[f1, phase], dZ[f2, phase], dZ[f3, phase]
+                            _add_dots4x3(d0, d1, d2, d3, planes[v + kw, start:], planes[v + kw1, start:],
+                                         planes[v + kw2, start:], sums)
                     for a in range(min(4, F - f)):
                         for t in range(min(3, KW - kw)):
                             dw[f + a, c, kh, kw + t] += sums[a, t]
@@ -287,5 +287,6 @@ def conv2d_maxpool2d_backward(dy, state, input_grad=True):
     if dy.shape != expected:
         raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    dx, dw, db = _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, bool(input_grad), batch_chunks(N))
+    dx, dw, db = _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, bool(input_grad),
+                           batch_chunks(N))
     return (dx if input_grad else None), dw, db

@@ -280,8 +280,8 @@ def _to_planes(z_last, z):
 @njit(cache=CACHE)
 def _pool_channels_last(z, size, stride, relu, y, where):
     """Max-pooling by ``maxpool2d.py``'s rules for an image whose channels come last: y[f, i, j] =
-    max of window (i, j) of z[:, :, f], ReLU'd if ``relu``; where[f, i, j] its flat index h * OW + w (first
-    maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
+    max of window (i, j) of z[:, :, f], ReLU'd if ``relu``; where[f, i, j] its flat index
+    h * OW + w (first maximum, NaN wins), or -1 if ``relu`` and the maximum is not > 0.
 
     z (OH, OW, F); y, where (F, PH, PW). Every inner loop runs along the F contiguous channels.
     """
