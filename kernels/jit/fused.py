@@ -25,7 +25,7 @@ from . import phases, winograd
 from ._config import CACHE, FASTMATH, batch_chunks, prange_only
 from .conv2d import (_add_weight_grad, _correlate, _correlate_transpose, _shift_copies, _sum_partials,
                      _unshift_add)
-from .maxpool2d import _pool_plane
+from .maxpool2d import _pool_plane, _relu_window
 
 
 @njit(cache=CACHE)
@@ -43,11 +43,7 @@ def _pool(z, size, stride, relu, y, where):
             for i in range(PH):
                 y_row, where_row = y[f, i], where[f, i]
                 for j in range(PW):
-                    best = y_row[j]
-                    dead = not best > 0
-                    # relu(NaN) stays NaN; either way no gradient passes a dead window.
-                    y_row[j] = zero if dead and best == best else best
-                    where_row[j] = -1 if dead else where_row[j]
+                    y_row[j], where_row[j] = _relu_window(y_row[j], where_row[j], zero)
 
 
 @njit(parallel=prange_only(), cache=CACHE)

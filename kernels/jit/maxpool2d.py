@@ -22,6 +22,15 @@ def _wins(v, best):
 
 
 @njit(cache=CACHE, inline="always")
+def _relu_window(best, at, zero):
+    """A window's maximum best (at flat index at) through the ReLU, for the fused conv-pool
+    kernels: (best, at), or (zero, -1) when best is not > 0, a dead window that passes no
+    gradient. relu(NaN) stays NaN and passes none either: (NaN, -1)."""
+    dead = not best > 0
+    return (zero if dead and best == best else best), (-1 if dead else at)
+
+
+@njit(cache=CACHE, inline="always")
 def _pool_plane(plane, size, stride, y, where):
     """y[i, j] = max of ``plane``'s window (i, j); where[i, j] = flat index h * W + w of its first maximum.
 

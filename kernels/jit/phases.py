@@ -58,7 +58,7 @@ from numba import njit, prange
 
 from ._config import CACHE, FASTMATH, batch_chunks, prange_only
 from .conv2d import _add_dots4x3, _correlate_transpose, _madd4x3, _sum_partials, _unshift_add
-from .maxpool2d import _wins
+from .maxpool2d import _relu_window, _wins
 
 
 def suits(x):
@@ -161,11 +161,7 @@ def _phase_pool(Z, relu, y, phase):
                 at[k] = p if wins else at[k]
         if relu:
             for k in range(n):
-                m = best[k]
-                dead = not m > 0
-                # relu(NaN) stays NaN; either way no gradient passes a dead window.
-                best[k] = zero if dead and m == m else m
-                at[k] = -1 if dead else at[k]
+                best[k], at[k] = _relu_window(best[k], at[k], zero)
 
 
 @njit(cache=CACHE, fastmath=FASTMATH)

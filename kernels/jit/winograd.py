@@ -65,7 +65,7 @@ import numpy as np
 from numba import njit, prange
 
 from ._config import CACHE, FASTMATH, batch_chunks, prange_only
-from .maxpool2d import _wins
+from .maxpool2d import _relu_window, _wins
 
 MIN_CHANNELS = 16
 MAX_PLANE = 16 * 16
@@ -304,11 +304,10 @@ def _pool_channels_last(z, size, stride, relu, y, where):
                         best[f] = v if take else best[f]
                         at[f] = flat if take else at[f]
             for f in range(F):
-                top = best[f]
-                dead = relu and not top > 0
-                # relu(NaN) stays NaN; either way no gradient passes a dead window.
-                y[f, i, j] = zero if dead and top == top else top
-                where[f, i, j] = -1 if dead else at[f]
+                top, flat = best[f], at[f]
+                if relu:
+                    top, flat = _relu_window(top, flat, zero)
+                y[f, i, j], where[f, i, j] = top, flat
 
 
 @njit(parallel=prange_only(), cache=CACHE)
