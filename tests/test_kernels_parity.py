@@ -177,6 +177,30 @@ def test_conv2d_maxpool2d_for_inference_gives_the_same_output(backend, seed):
     assert_matches(backend, "conv2d_maxpool2d", inputs, {"y": y}, {"y": expected["y"]}, "float32")
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(30), ids=lambda seed: f"case{seed}")
+def test_jit_narrow_linear_split_over_threads_matches_reference(monkeypatch, seed, dtype):
+    # Heads with at least PARALLEL_D inputs cut the batch over the threads (jit/linear.py): with
+    # the line moved to 1 the random cases take that path; the last seeds are seed_cnn's head.
+    from fastnn.kernels.jit import linear
+    monkeypatch.setattr(linear, "PARALLEL_D", 1)
+    if seed < 25:
+        inputs, dy = kernel_cases.case("linear", seed, dtype)
+    else:
+        rng = np.random.default_rng([seed, 1352])
+        N = int(rng.integers(1, 10))
+        inputs = {"x": kernel_cases.relayout(rng, rng.standard_normal((N, 1352)).astype(dtype)),
+                  "w": (rng.standard_normal((1352, 10)) / 37).astype(dtype), "b": rng.standard_normal(10).astype(dtype)}
+        dy = kernel_cases.draw_dy(rng, "linear", inputs)
+    ops = kernels.get("jit")
+    expected = kernel_cases.run(kernels.get("reference"), "linear", inputs, dy)
+    assert_matches("jit", "linear", inputs, kernel_cases.run(ops, "linear", inputs, dy), expected, dtype)
+    _, cache = ops.linear_forward(**inputs)
+    dx, dw, db = ops.linear_backward(dy, cache, input_grad=False)
+    assert dx is None
+    assert_matches("jit", "linear", inputs, {"dw": dw, "db": db}, {"dw": expected["dw"], "db": expected["db"]}, dtype)
+
+
 def winograd_case(op, seed, dtype):
     """(inputs, dy): a stride-1 3 x 3 convolution that the jit backend does by Winograd's method
     (jit/winograd.py: enough input channels, a small plane), for ``conv2d`` or, with a ReLU or not

@@ -13,7 +13,7 @@ with fastnn's other thread defaults (see ``fastnn``'s docstring).
 """
 import numpy as np
 
-from . import winograd
+from . import linear, winograd
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward, dropout_mask
@@ -49,7 +49,9 @@ def warm_up(dtype=np.float32):
     x = np.ones((2, 3), dtype)
     y, cache = linear_forward(x, x.T, x[0, :2])
     linear_backward(y, cache)
-    linear_backward(y, cache, input_grad=False)
+    wide = np.ones((2, linear.PARALLEL_D), dtype)  # a head wide enough to split over the threads
+    y, cache = linear_forward(wide, wide.T, x[0, :2])
+    linear_backward(y, cache)
     y, cache = relu_forward(x)
     relu_backward(y, cache)
     y, cache = dropout_forward(x, dropout_mask(x.shape, 0.5, 0), 0.5)

@@ -17,19 +17,23 @@ load feeds three or four multiply-adds:
 Against four samples (or outputs) by one row at a time, seed_cnn's head (64, 1352) -> 10 went
 from 41 to 31 us forward and from 102 to 77 us backward with dx, and its epochs 4-5% faster;
 mlp's (64, 512) -> 10 is unchanged.
-One thread: the loops take tens of microseconds, about what waking a thread costs, and a
-parallel version made seed_cnn 16% faster but mlp at batch 64 32% slower (its second thread
-met OpenBLAS's, still spinning after the product before).
+Threads: the loops take tens of microseconds, about what waking a thread costs, so heads
+over fewer than ``PARALLEL_D`` inputs run on one thread, and wider ones split the batch over
+the threads (dw_t and db summed from per-thread partials). The line between them is measured,
+not derived: in two threads seed_cnn's head (1352 inputs, after a Numba convolution) made its
+epochs 12-16% faster, while mlp's head (512 inputs, after an OpenBLAS product) made mlp's 14%
+(batch 256) to 30% (batch 64) slower: its second thread meets OpenBLAS's, still spinning.
 """
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from .. import _common
 from ..vectorized import linear as vectorized_linear
-from ._config import CACHE, FASTMATH
+from ._config import CACHE, FASTMATH, batch_chunks, prange_only
 from .conv2d import _add_dots4x3, _madd4x3
 
 NARROW = 16  # largest F served here
+PARALLEL_D = 1024  # fewest inputs D for which the batch is split over the threads
 
 
 @njit(cache=CACHE, fastmath=FASTMATH)
@@ -92,6 +96,32 @@ def _backward(dy, x, w_t, input_grad, dx, dw_t, db):
         _add_product(dy, w_t, dx)
 
 
+@njit(parallel=prange_only(), cache=CACHE)
+def _forward_in_chunks(x, w_t, b, y, chunks):
+    """``_forward`` with the batch cut into ``chunks`` slices, one per thread."""
+    N = x.shape[0]
+    for k in prange(chunks):
+        lo, hi = k * N // chunks, (k + 1) * N // chunks
+        _forward(x[lo:hi], w_t, b, y[lo:hi])
+
+
+@njit(parallel=prange_only(), cache=CACHE)
+def _backward_in_chunks(dy, x, w_t, input_grad, dx, dw_t, db, chunks):
+    """``_backward`` with the batch cut into ``chunks`` slices, one per thread, each writing its
+    rows of dx and its own partial dw_t and db; the partials are then added in chunk order."""
+    N, F = dy.shape
+    dw_parts = np.empty((chunks, F, x.shape[1]), x.dtype)
+    db_parts = np.empty((chunks, F), x.dtype)
+    for k in prange(chunks):
+        lo, hi = k * N // chunks, (k + 1) * N // chunks
+        _backward(dy[lo:hi], x[lo:hi], w_t, input_grad, dx[lo:hi], dw_parts[k], db_parts[k])
+    dw_t[:] = dw_parts[0]
+    db[:] = db_parts[0]
+    for k in range(1, chunks):
+        dw_t += dw_parts[k]
+        db += db_parts[k]
+
+
 def linear_forward(x, w, b):
     """x (N, D), w (D, F), b (F,) -> y (N, F), cache."""
     _common.check_linear(x, w, b)
@@ -100,7 +130,10 @@ def linear_forward(x, w, b):
         return y, (vectorized_linear, cache)
     x, w_t = np.ascontiguousarray(x), np.ascontiguousarray(w.T)
     y = np.empty((x.shape[0], w.shape[1]), x.dtype)
-    _forward(x, w_t, np.ascontiguousarray(b), y)
+    if x.shape[1] >= PARALLEL_D:
+        _forward_in_chunks(x, w_t, np.ascontiguousarray(b), y, batch_chunks(x.shape[0]))
+    else:
+        _forward(x, w_t, np.ascontiguousarray(b), y)
     return y, (None, (x, w_t))
 
 
@@ -112,5 +145,9 @@ def linear_backward(dy, cache, input_grad=True):
     x, w_t = cache
     dx = np.empty(x.shape, x.dtype) if input_grad else np.empty((0, 0), x.dtype)
     dw_t, db = np.empty_like(w_t), np.empty(w_t.shape[0], x.dtype)
-    _backward(np.ascontiguousarray(dy, x.dtype), x, w_t, input_grad, dx, dw_t, db)
+    dy = np.ascontiguousarray(dy, x.dtype)
+    if x.shape[1] >= PARALLEL_D:
+        _backward_in_chunks(dy, x, w_t, input_grad, dx, dw_t, db, batch_chunks(x.shape[0]))
+    else:
+        _backward(dy, x, w_t, input_grad, dx, dw_t, db)
     return (dx if input_grad else None), np.ascontiguousarray(dw_t.T), db
