@@ -21,8 +21,8 @@ Threads: the loops take tens of microseconds, about what waking a thread costs, 
 over fewer than ``PARALLEL_D`` inputs run on one thread, and wider ones split the batch over
 the threads (dw_t and db summed from per-thread partials). The line between them is measured,
 not derived: in two threads seed_cnn's head (1352 inputs, after a Numba convolution) made its
-epochs 12-16% faster, while mlp's head (512 inputs, after an OpenBLAS product) made mlp's 14%
-(batch 256) to 30% (batch 64) slower: its second thread meets OpenBLAS's, still spinning.
+epochs 10-15% faster, while mlp's head (512 inputs, after an OpenBLAS product) made mlp's 15%
+(batch 256) to 31% (batch 64) slower: its second thread meets OpenBLAS's, still spinning.
 """
 import numpy as np
 from numba import njit, prange
