@@ -22,17 +22,16 @@ is imported before NumPy (as the ``fastnn`` command, the scripts and the benchma
 program that imports NumPy first should set it in its environment.
 
 Memory. Each training step allocates its activations and gradients anew (LeNet at batch 256:
-several arrays of 6-16 MB), and glibc's allocator decides whether freed blocks are kept for the
+several arrays of 6-16 MiB), and glibc's allocator decides whether freed blocks are kept for the
 next step or handed back to the system, whose fresh pages then cost a page fault each 4 KB.
 Its rule adapts to the program's history: after LeNet trained and ran an inference pass at
 batch 256, every later epoch took 377,000 page faults and ran 10% slower (4,250 against 4,800
-images/s). So on glibc, unless ``MALLOC_MMAP_THRESHOLD_`` or ``MALLOC_TRIM_THRESHOLD_`` is set,
-fastnn fixes what the rule would reach after freeing a 32 MB block: blocks under 32 MB come
-from the heap, and up to 64 MB of free heap is kept (``_keep_freed_memory``).
+images/s). So on glibc fastnn fixes what the rule would reach after freeing a 32 MiB block:
+blocks under 32 MiB come from the heap, and up to 64 MiB of free heap is kept. Not where the
+user set glibc's thresholds, and not with ``FASTNN_MALLOPT=0`` (``_keep_freed_memory``).
 """
 import ctypes
 import os
-import platform
 
 for _variable, _value in (("OPENBLAS_THREAD_TIMEOUT", "20"), ("OMP_WAIT_POLICY", "ACTIVE"),
                           ("GOMP_SPINCOUNT", "10000")):
@@ -41,15 +40,23 @@ for _variable, _value in (("OPENBLAS_THREAD_TIMEOUT", "20"), ("OMP_WAIT_POLICY",
 
 def _keep_freed_memory():
     """On glibc, mallopt(M_MMAP_THRESHOLD, 32 MiB) and mallopt(M_TRIM_THRESHOLD, 64 MiB), unless
-    the environment sets either (glibc reads those variables itself at start-up)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+    the user chose: thresholds in the environment (``MALLOC_MMAP_THRESHOLD_``,
+    ``MALLOC_TRIM_THRESHOLD_``, ``glibc.malloc`` tunables in ``GLIBC_TUNABLES``: glibc reads them
+    itself at start-up), or ``FASTNN_MALLOPT=0`` to leave the allocator as it is."""
+    environ = os.environ
+    if (environ.get("FASTNN_MALLOPT") == "0" or "MALLOC_MMAP_THRESHOLD_" in environ
+            or "MALLOC_TRIM_THRESHOLD_" in environ or "glibc.malloc." in environ.get("GLIBC_TUNABLES", "")):
         return
-    if "MALLOC_MMAP_THRESHOLD_" in os.environ or "MALLOC_TRIM_THRESHOLD_" in os.environ:
+    try:
+        if not os.confstr("CS_GNU_LIBC_VERSION"):
+            return
+        mallopt = ctypes.CDLL(None).mallopt
+    except (AttributeError, ValueError, OSError):  # no confstr, no such name, not glibc
         return
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
     m_trim_threshold, m_mmap_threshold = -1, -3  # from glibc's malloc.h
-    libc = ctypes.CDLL(None)
-    libc.mallopt(m_mmap_threshold, 32 << 20)
-    libc.mallopt(m_trim_threshold, 64 << 20)
+    mallopt(m_mmap_threshold, 32 << 20)
+    mallopt(m_trim_threshold, 64 << 20)
 
 
 _keep_freed_memory()

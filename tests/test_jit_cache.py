@@ -27,7 +27,7 @@ for module in (batchnorm, conv2d, dropout, fused, linear, maxpool2d, optim, phas
             stats[module.__name__ + "." + name] = {
                 "hits": sum(obj.stats.cache_hits.values()),
                 "misses": sum(obj.stats.cache_misses.values()),
-                "parallel": bool(obj.targetoptions.get("parallel")),
+                "parallel": "parallel" in obj.targetoptions,  # (Numba empties the option's value)
             }
 print(json.dumps(stats))
 """

@@ -26,7 +26,8 @@ if "numpy" in sys.modules and any(os.environ.get(name) != value for name, value 
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
     os.environ[_variable] = str(THREADS)
 
-# The environment without fastnn's thread defaults: what another framework is measured in.
-ENVIRONMENT_WITHOUT_FASTNN = dict(os.environ)
+# The environment without fastnn's thread defaults: what another framework is measured in. Its
+# worker imports fastnn too (models, data), so fastnn's allocator setting is switched off there.
+ENVIRONMENT_WITHOUT_FASTNN = dict(os.environ, FASTNN_MALLOPT="0")
 
 import fastnn  # noqa: E402,F401  (before NumPy too: fastnn's own thread defaults, see its docstring)
