@@ -16,6 +16,7 @@ optimizer takes the step, and so do weights that are not finite when a checkpoin
 checkpoint is written after that, so the last one on disk is good.
 """
 import contextlib
+import copy
 import csv
 import dataclasses
 import fcntl
@@ -526,15 +527,18 @@ def build_loaders(config, mnist=None):
     return train, test
 
 
-def load_jit_kernels(log=print):
-    """Compile (the first time on a machine) or load from Numba's disk cache every jit kernel,
-    so that the first epoch's time and images/s are training alone; returns the seconds taken.
-    Logs a line before, and one after if it took long (a compile: about 40 s, once)."""
-    from .kernels import jit
-
-    log("loading the jit kernels (the first run on a machine compiles and caches them, about 40 s)")
+def load_jit_kernels(model, optimizer, criterion, sample, log=print):
+    """Compile (the first run on a machine) or load from Numba's disk cache the jit kernels this
+    run uses, so that the first epoch's time and images/s are training alone; returns the seconds
+    taken. Copies of ``model``, ``optimizer`` and ``criterion`` train one epoch over ``sample`` (a
+    loader of a couple of images) and evaluate on it: the run's own weights, optimizer state,
+    batch-norm statistics and random generators are left as they were. Logs a line before, and
+    one after if it took long (a compile, once per machine)."""
+    log("loading the jit kernels (the first run on a machine compiles and caches them, up to half a minute)")
     start = time.perf_counter()
-    jit.warm_up(np.float32)
+    model, optimizer, criterion = copy.deepcopy((model, optimizer, criterion))
+    train_epoch(model, sample, criterion, optimizer, progress=False)
+    evaluate(model, sample, criterion)
     seconds = time.perf_counter() - start
     if seconds > 2:
         log(f"jit kernels compiled in {seconds:.1f} s; later runs load them from the cache")
@@ -551,9 +555,12 @@ def run(config, out_dir, *, resume=None, progress=True, checkpoint_every=0, log=
     to continue from; its stored configuration should be the ``config`` passed (see
     ``fastnn.cli``). ``mnist``: the data, if already loaded.
     """
+    from .data import DataLoader, load_mnist
+
     model = build_model(config)
     optimizer = build_optimizer(config, model.parameters())
     schedule = build_schedule(config, optimizer)
+    mnist = mnist if mnist is not None else load_mnist(config.data_dir)
     train_loader, test_loader = build_loaders(config, mnist)
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -567,7 +574,8 @@ def run(config, out_dir, *, resume=None, progress=True, checkpoint_every=0, log=
             ckpt.atomic_write(out_dir / "config.json",
                               lambda f: f.write(json.dumps(config.to_dict(), indent=1).encode()))
         if resolve(config.backend) == "jit":
-            load_jit_kernels(log)
+            sample = DataLoader(mnist.train_images[:2], mnist.train_labels[:2], 2, augment=config.augment)
+            load_jit_kernels(model, optimizer, trainer.criterion, sample, log)
         log(TABLE_HEADER)
         for record in trainer.history:
             log(format_epoch(record))

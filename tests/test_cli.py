@@ -112,16 +112,16 @@ def test_extending_a_cosine_run_on_resume_says_what_happens_to_the_learning_rate
 @pytest.mark.parametrize("backend, loaded", [("jit", True), ("vectorized", False)])
 def test_jit_kernels_are_loaded_before_the_first_epoch(tmp_path, capsys, monkeypatch, backend, loaded):
     """So that epoch 1's time is training alone, not Numba compiling."""
-    from fastnn.kernels import jit
+    from fastnn import train
 
     calls = []
-    monkeypatch.setattr(jit, "warm_up", lambda dtype: calls.append(capsys.readouterr().out))
+    monkeypatch.setattr(train, "load_jit_kernels", lambda *args: calls.append(capsys.readouterr().out))
     options = [arg for arg in TINY if arg not in ("--backend", "vectorized")]
     assert main(["train", "--model", "mlp", "--hidden", "16", "--epochs", "1", "--backend", backend,
                  "--out", str(tmp_path / "r"), *options]) == 0
     assert len(calls) == int(loaded)
-    if loaded:  # before any epoch line, after saying why there may be a pause
-        assert "loading the jit kernels" in calls[0] and "train loss" not in calls[0]
+    if loaded:  # before the table and any epoch line
+        assert "training mlp" in calls[0] and "train loss" not in calls[0]
 
 
 def test_evaluate_prints_accuracy_per_class_and_confusion_matrix(finished_run, capsys):

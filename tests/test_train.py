@@ -18,7 +18,8 @@ from fastnn.models import mlp
 from fastnn.nn import Flatten, Linear, Sequential
 from fastnn.optim import SGD, Adam, AdamW, CosineAnnealingLR, StepLR
 from fastnn.train import (HISTORY_FIELDS, MODEL_DEFAULTS, Config, Trainer, TrainingDiverged, TrainingInterrupted,
-                          build_loaders, build_model, build_optimizer, build_schedule, evaluate, train_epoch)
+                          build_loaders, build_model, build_optimizer, build_schedule, evaluate, load_jit_kernels,
+                          train_epoch)
 
 
 def bands(n, seed=0):
@@ -371,3 +372,72 @@ def test_same_seed_and_backend_give_bit_identical_weights_in_two_processes(tmp_p
     if backend == "vectorized":  # and the seed matters
         other = train_in_subprocess(tmp_path / "c", backend, seed=8)
         assert not np.array_equal(other["1.weight"], first["1.weight"])
+
+
+# --- loading the jit kernels before the first epoch (load_jit_kernels) ---------------------------
+
+def digit_like(n, seed=0):
+    """n random 28 x 28 uint8 images and labels 0-9."""
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, 28, 28), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def test_loading_the_jit_kernels_leaves_the_run_as_it_was():
+    """It trains and evaluates copies: a run that loaded them then trains exactly as one that did
+    not (weights, Adam's state, batch-norm statistics and dropout's generator untouched)."""
+    images, labels = digit_like(12)
+
+    def run(load):
+        model = mlp(hidden=(16,), batchnorm=True, dropout=0.3, seed=1, backend="jit")
+        optimizer, criterion = Adam(model.parameters(), lr=0.01), CrossEntropyLoss(backend="jit")
+        loader = DataLoader(images, labels, 4, shuffle=True, seed=2)
+        train_epoch(model, loader, criterion, optimizer, progress=False)  # state for the copies to carry
+        if load:
+            logged = []
+            load_jit_kernels(model, optimizer, criterion, DataLoader(images[:2], labels[:2], 2), log=logged.append)
+            assert "loading the jit kernels" in logged[0]
+        train_epoch(model, loader, criterion, optimizer, progress=False)
+        return model.state_dict()
+
+    loaded, plain = run(True), run(False)
+    assert loaded.keys() == plain.keys()
+    for name in plain:
+        np.testing.assert_array_equal(loaded[name], plain[name], err_msg=name)
+
+
+KERNELS_COVERED = """
+import importlib, pkgutil
+import numpy as np
+from numba.core.registry import CPUDispatcher
+import fastnn.kernels.jit as jit
+from fastnn import models
+from fastnn.data import DataLoader
+from fastnn.losses import CrossEntropyLoss
+from fastnn.optim import SGD, Adam
+from fastnn.train import evaluate, load_jit_kernels, train_epoch
+
+def compiled():
+    modules = [importlib.import_module("fastnn.kernels.jit." + m.name) for m in pkgutil.iter_modules(jit.__path__)]
+    return sum(len(d.signatures) for m in modules for d in vars(m).values() if isinstance(d, CPUDispatcher))
+
+rng = np.random.default_rng(0)
+images, labels = rng.integers(0, 256, (16, 28, 28), dtype=np.uint8), rng.integers(0, 10, 16)
+for name, model, make_optimizer in [
+        ("lenet", models.lenet(backend="jit"), lambda p: Adam(p, lr=0.001)),
+        ("seed_cnn", models.seed_cnn(backend="jit"), lambda p: SGD(p, lr=0.01, momentum=0.9)),
+        ("mlp", models.mlp(batchnorm=True, dropout=0.2, backend="jit"), lambda p: SGD(p, lr=0.01))]:
+    optimizer, criterion = make_optimizer(model.parameters()), CrossEntropyLoss(backend="jit")
+    load_jit_kernels(model, optimizer, criterion, DataLoader(images[:2], labels[:2], 2), log=lambda line: None)
+    before = compiled()
+    train_epoch(model, DataLoader(images, labels, 8, shuffle=True), criterion, optimizer, progress=False)
+    evaluate(model, DataLoader(images, labels, 16), criterion)
+    assert compiled() == before, name + ": the epoch compiled or loaded kernels the warm-up had not"
+print("ok")
+"""
+
+
+def test_loading_the_jit_kernels_covers_an_epoch_and_an_evaluation():
+    """In a fresh process: after load_jit_kernels, a training epoch and an evaluation of the
+    zoo's models compile (or load from the disk cache) no further kernel."""
+    done = subprocess.run([sys.executable, "-c", KERNELS_COVERED], capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr
