@@ -279,8 +279,9 @@ def _add_weight_grad(dy, shifted, dw):
 
 @njit(cache=CACHE)
 def _sum_partials(dw_parts, db_parts):
-    """The serial combine of per-thread partial sums: dw_parts (chunks, F, C, KH, KW), db_parts
-    (chunks, F) -> dw (F, C, KH, KW), db (F,), added in chunk order."""
+    """The serial combine of per-thread partial sums: dw_parts (chunks, F, ...), db_parts
+    (chunks, F) -> dw (F, ...), db (F,), added in chunk order (a convolution's dw is (F, C, KH, KW),
+    a linear layer's dw_t (F, D))."""
     dw = dw_parts[0].copy()
     db = db_parts[0].copy()
     for k in range(1, dw_parts.shape[0]):

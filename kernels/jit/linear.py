@@ -30,7 +30,7 @@ from numba import njit, prange
 from .. import _common
 from ..vectorized import linear as vectorized_linear
 from ._config import CACHE, FASTMATH, batch_chunks, prange_only
-from .conv2d import _add_dots4x3, _madd4x3
+from .conv2d import _add_dots4x3, _madd4x3, _sum_partials
 
 NARROW = 16  # largest F served here
 PARALLEL_D = 1024  # fewest inputs D for which the batch is split over the threads
@@ -108,18 +108,17 @@ def _forward_in_chunks(x, w_t, b, y, chunks):
 @njit(parallel=prange_only(), cache=CACHE)
 def _backward_in_chunks(dy, x, w_t, input_grad, dx, dw_t, db, chunks):
     """``_backward`` with the batch cut into ``chunks`` slices, one per thread, each writing its
-    rows of dx and its own partial dw_t and db; the partials are then added in chunk order."""
+    rows of dx and its own partial dw_t and db; the partials are then added in chunk order
+    (``conv2d._sum_partials``)."""
     N, F = dy.shape
     dw_parts = np.empty((chunks, F, x.shape[1]), x.dtype)
     db_parts = np.empty((chunks, F), x.dtype)
     for k in prange(chunks):
         lo, hi = k * N // chunks, (k + 1) * N // chunks
         _backward(dy[lo:hi], x[lo:hi], w_t, input_grad, dx[lo:hi], dw_parts[k], db_parts[k])
-    dw_t[:] = dw_parts[0]
-    db[:] = db_parts[0]
-    for k in range(1, chunks):
-        dw_t += dw_parts[k]
-        db += db_parts[k]
+    summed_dw, summed_db = _sum_partials(dw_parts, db_parts)
+    dw_t[:] = summed_dw
+    db[:] = summed_db
 
 
 def linear_forward(x, w, b):
