@@ -274,8 +274,9 @@ class Sequential(Module):
 
     def forward(self, x):
         """Each module in turn; a run ``Conv2d, [ReLU], MaxPool2d`` goes through the fused kernel
-        ``conv2d_maxpool2d`` in one call (see ``_ConvPool``)."""
-        self._steps = _fuse_conv_pool(self.children())
+        ``conv2d_maxpool2d`` in one call (see ``_ConvPool``), a pair ``Linear, ReLU`` through
+        ``linear_relu`` (see ``_LinearReLU``)."""
+        self._steps = _fuse(self.children())
         for step in self._steps:
             x = step(x)
         return x
@@ -297,7 +298,7 @@ class Sequential(Module):
 
 def _has_parameters(step):
     """Whether a step of a Sequential has Parameters (its own or its submodules')."""
-    return isinstance(step, _ConvPool) or bool(step._parameters) or (bool(step._modules) and bool(step.parameters()))
+    return isinstance(step, (_ConvPool, _LinearReLU)) or bool(step._parameters) or (bool(step._modules) and bool(step.parameters()))
 
 
 # The cache a layer keeps when a Sequential ran it inside a fused step: its gradient comes
@@ -337,20 +338,25 @@ class _ConvPool:
         return dx
 
 
-def _fuse_conv_pool(modules):
-    """``modules`` with every run Conv2d, [ReLU], MaxPool2d (exactly these classes, all of them
-    resolving to one backend) replaced by a ``_ConvPool``."""
-    steps, i = [], 0
-    while i < len(modules):
-        run = modules[i:i + 3] if i + 1 < len(modules) and type(modules[i + 1]) is ReLU else modules[i:i + 2]
-        if ([type(m) for m in run] in ([Conv2d, MaxPool2d], [Conv2d, ReLU, MaxPool2d])
-                and len({resolve(m.backend) for m in run}) == 1):
-            steps.append(_ConvPool(run[0], run[1] if len(run) == 3 else None, run[-1]))
-            i += len(run)
-        else:
-            steps.append(modules[i])
-            i += 1
-    return steps
+class _LinearReLU:
+    """A ``Linear`` then a ``ReLU`` of a Sequential, computed by the fused kernel ``linear_relu``
+    (the same results as the two layers one after the other, with fewer passes over the
+    activation). The Linear's gradients go to its Parameters as ``Linear.backward`` would send them."""
+
+    def __init__(self, linear, relu):
+        self.linear, self.relu = linear, relu
+
+    def __call__(self, x):
+        self.kernels = ops(self.linear.backend)
+        y, self.cache = self.kernels.linear_relu_forward(x, self.linear.weight.data, self.linear.bias_or_zeros())
+        for layer in (self.linear, self.relu):
+            layer._forward_state = (self.kernels, _FUSED)
+        return y
+
+    def backward(self, dy, input_grad=True):
+        dx, dw, db = self.kernels.linear_relu_backward(dy, self.cache, input_grad)
+        self.linear.add_grads(dw, db)
+        return dx
 
 
 class Linear(Module):
@@ -370,9 +376,7 @@ class Linear(Module):
     def forward(self, x):
         """x (N, in_features) -> y (N, out_features)."""
         kernels = ops(self.backend)
-        w = self.weight.data
-        b = self.bias.data if self.bias is not None else np.zeros(self.out_features, w.dtype)
-        y, cache = kernels.linear_forward(x, w, b)
+        y, cache = kernels.linear_forward(x, self.weight.data, self.bias_or_zeros())
         self._forward_state = (kernels, cache)
         return y
 
@@ -380,10 +384,18 @@ class Linear(Module):
         """dy (N, out_features) -> dx (N, in_features); accumulates weight.grad and bias.grad."""
         kernels, cache = self._saved()
         dx, dw, db = kernels.linear_backward(dy, cache, input_grad)
+        self.add_grads(dw, db)
+        return dx
+
+    def bias_or_zeros(self):
+        """The bias (out_features,), or zeros of the weight's dtype for a layer without one."""
+        return self.bias.data if self.bias is not None else np.zeros(self.out_features, self.weight.data.dtype)
+
+    def add_grads(self, dw, db):
+        """Accumulate dw (in_features, out_features) into weight.grad and db into bias.grad."""
         self.weight.add_grad(dw)
         if self.bias is not None:
             self.bias.add_grad(db)
-        return dx
 
     def extra_repr(self):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
@@ -569,3 +581,27 @@ class Dropout(Module):
 
     def extra_repr(self):
         return f"p={self.p}"
+
+
+# Runs of a Sequential that go through one fused step: the layer classes, exactly, in order.
+_FUSED_RUNS = {(Conv2d, MaxPool2d): lambda conv, pool: _ConvPool(conv, None, pool),
+               (Conv2d, ReLU, MaxPool2d): _ConvPool,
+               (Linear, ReLU): _LinearReLU}
+
+
+def _fuse(modules):
+    """``modules`` with every run of ``_FUSED_RUNS`` (all of its layers resolving to one backend)
+    replaced by its fused step; the longest run starting at a module wins."""
+    steps, i = [], 0
+    while i < len(modules):
+        for length in (3, 2):
+            run = modules[i:i + length]
+            kinds = tuple(type(m) for m in run)
+            if kinds in _FUSED_RUNS and len({resolve(m.backend) for m in run}) == 1:
+                steps.append(_FUSED_RUNS[kinds](*run))
+                i += length
+                break
+        else:
+            steps.append(modules[i])
+            i += 1
+    return steps

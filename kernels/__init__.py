@@ -23,6 +23,7 @@ OPS = (
     "batchnorm_forward", "batchnorm_backward",
     "dropout_forward", "dropout_backward", "dropout_mask",     # dropout's random keep-mask
     "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",   # fused: conv, [ReLU], max-pool
+    "linear_relu_forward", "linear_relu_backward",             # fused: linear, ReLU
     "sgd_update", "adam_update",                               # optimizer steps, in place
 )
 

@@ -8,14 +8,15 @@
 1-5, strides 1-3, padding 0-2, float32 or float64, and arrays that are often not C-contiguous
 (Fortran order, or every other element of a bigger array). ``small=True`` keeps every dimension
 tiny, for finite differences. Pooling inputs are tie-free (distinct values 0.5 apart) and ReLU
-inputs stay at least 0.05 away from 0, so both are differentiable at every drawn point.
+inputs (also linear_relu's x @ w + b) stay at least 0.05 away from 0, so both are differentiable
+at every drawn point.
 """
 import numpy as np
 
 from fastnn.kernels._common import output_size
 
 OPS = ("linear", "conv2d", "maxpool2d", "relu", "softmax_cross_entropy", "batchnorm", "dropout",
-       "conv2d_maxpool2d")
+       "conv2d_maxpool2d", "linear_relu")
 
 # The inputs each op's backward differentiates, in the order it returns their gradients.
 GRADIENTS = {
@@ -27,6 +28,7 @@ GRADIENTS = {
     "batchnorm": ("x", "gamma", "beta"),
     "dropout": ("x",),
     "conv2d_maxpool2d": ("x", "w", "b"),
+    "linear_relu": ("x", "w", "b"),
 }
 
 
@@ -83,6 +85,26 @@ def relu_case(rng, dtype, small=False):
     magnitude = rng.uniform(0.05, 2.0, size=shape)
     sign = rng.choice([-1.0, 1.0], size=shape)
     return {"x": relayout(rng, (sign * magnitude).astype(dtype))}
+
+
+def bias_keeping_away_from_zero(rng, products, dtype):
+    """b (F,) such that every products[n, f] + b[f] is at least 0.05 away from 0 (each b[f] is
+    drawn again until its column is): products (N, F) in float64."""
+    b = np.empty(products.shape[1])
+    for f in range(products.shape[1]):
+        b[f] = rng.standard_normal()
+        while np.abs(products[:, f] + b[f]).min() < 0.05:
+            b[f] = rng.standard_normal()
+    return b.astype(dtype)
+
+
+def linear_relu_case(rng, dtype, small=False):
+    """A linear case with up to 40 outputs, the bias drawn so that no ReLU input is near 0 (a
+    rounding error would otherwise move the kink, and finite differences would straddle it)."""
+    N, D, F = rng.integers(1, (4, 7, 6) if small else (9, 17, 41))
+    x, w = (rng.standard_normal(shape).astype(dtype) for shape in ((N, D), (D, F)))
+    b = bias_keeping_away_from_zero(rng, x.astype(np.float64) @ w.astype(np.float64), dtype)
+    return {"x": relayout(rng, x), "w": relayout(rng, w), "b": relayout(rng, b)}
 
 
 def conv2d_maxpool2d_case(rng, dtype, small=False):
@@ -149,12 +171,13 @@ CASES = {
     "batchnorm": batchnorm_case,
     "dropout": dropout_case,
     "conv2d_maxpool2d": conv2d_maxpool2d_case,
+    "linear_relu": linear_relu_case,
 }
 
 
 def output_shape(op, inputs):
     """Shape of ``{op}_forward``'s first result for these inputs (() for the loss)."""
-    if op == "linear":
+    if op in ("linear", "linear_relu"):
         return (inputs["x"].shape[0], inputs["w"].shape[1])
     if op == "conv2d":
         N, _, H, W = inputs["x"].shape

@@ -1,5 +1,5 @@
-"""Sequential's fused Conv2d, [ReLU], MaxPool2d steps: the same numbers as the layers one by one,
-and ``backward(dy, input_grad=False)`` giving the same parameter gradients without d(input), for
+"""Sequential's fused Conv2d, [ReLU], MaxPool2d and Linear, ReLU steps: the same numbers as the
+layers one by one, and ``backward(dy, input_grad=False)`` giving the same parameter gradients without d(input), for
 these and for every other layer."""
 import numpy as np
 import pytest
@@ -44,6 +44,45 @@ def test_fused_sequential_matches_its_layers_one_by_one(backend, relu):
     np.testing.assert_allclose(dx, dx_alone, rtol=1e-12, atol=1e-12)
     for got, want in zip(grads, grads_alone, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def mlp(backend, bias=True):
+    """Linear, ReLU (fused), Linear, ReLU (fused), Linear: the hidden layers of an MLP."""
+    rng = np.random.default_rng(9)
+    return nn.Sequential(nn.Linear(12, 20, bias=bias, rng=rng, dtype=np.float64, backend=backend), nn.ReLU(backend=backend),
+                         nn.Linear(20, 7, rng=rng, dtype=np.float64, backend=backend), nn.ReLU(backend=backend),
+                         nn.Linear(7, 3, rng=rng, dtype=np.float64, backend=backend))
+
+
+@pytest.mark.parametrize("backend", ["reference", "vectorized", "jit"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fused_linear_relu_matches_its_layers_one_by_one(backend, bias):
+    rng = np.random.default_rng(10)
+    x = rng.standard_normal((6, 12))
+    model = mlp(backend, bias)
+    y = model(x)
+    assert [type(step).__name__ for step in model._steps] == ["_LinearReLU", "_LinearReLU", "Linear"]
+    dy = rng.standard_normal(y.shape)
+    dx = model.backward(dy)
+    grads = [p.grad.copy() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match="fused"):
+        model[1].backward(np.zeros((6, 20)))   # its gradient comes through the Sequential
+    model.zero_grad()
+    y_alone, dx_alone, grads_alone = layer_by_layer(model, x, dy)
+    np.testing.assert_allclose(y, y_alone, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, dx_alone, rtol=1e-12, atol=1e-12)
+    assert len(grads) == len(grads_alone) == (6 if bias else 5)
+    for got, want in zip(grads, grads_alone, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_only_whole_runs_on_one_backend_are_fused():
+    """A ReLU after a Linear of another backend, or a Linear with nothing after it, stays as it is."""
+    rng = np.random.default_rng(11)
+    model = nn.Sequential(nn.Linear(4, 5, rng=rng, backend="jit"), nn.ReLU(backend="reference"),
+                          nn.ReLU(), nn.Linear(5, 2, rng=rng))
+    model(np.ones((2, 4), np.float32))
+    assert [type(step).__name__ for step in model._steps] == ["Linear", "ReLU", "ReLU", "Linear"]
 
 
 @pytest.mark.parametrize("backend", ["reference", "jit"])

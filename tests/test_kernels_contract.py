@@ -349,6 +349,10 @@ BAD_INPUTS = {
     "linear features": ("linear", dict(x=zeros(2, 3), w=zeros(4, 5), b=zeros(5)), ["x", "w", "(2, 3)", "(4, 5)"]),
     "linear bias": ("linear", dict(x=zeros(2, 3), w=zeros(3, 5), b=zeros(4)), ["b", "(4,)"]),
     "linear empty batch": ("linear", dict(x=zeros(0, 3), w=zeros(3, 5), b=zeros(5)), ["x", "(0, 3)"]),
+    "linear_relu features": ("linear_relu", dict(x=zeros(2, 3), w=zeros(4, 5), b=zeros(5)),
+                             ["x", "w", "(2, 3)", "(4, 5)"]),
+    "linear_relu integer x": ("linear_relu", dict(x=np.zeros((2, 3), dtype=np.int64), w=zeros(3, 5), b=zeros(5)),
+                              ["x", "int64"]),
     "conv2d x rank": ("conv2d", dict(x=zeros(1, 8, 8), w=zeros(2, 1, 3, 3), b=zeros(2)), ["x", "(1, 8, 8)"]),
     "conv2d channels": ("conv2d", dict(x=zeros(1, 2, 8, 8), w=zeros(4, 3, 3, 3), b=zeros(4)),
                         ["x", "w", "(1, 2, 8, 8)", "(4, 3, 3, 3)"]),
@@ -418,9 +422,11 @@ def assert_names(message, words):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("backend", ["vectorized", "jit"])
-def test_linear_puts_infinity_and_nan_where_the_reference_does(backend, dtype):
+@pytest.mark.parametrize("op", ["linear", "linear_relu"])
+def test_linear_puts_infinity_and_nan_where_the_reference_does(op, backend, dtype):
     """An infinite input or weight makes infinities and NaNs (inf - inf, 0 * inf) in y, dx and
-    dw: exactly where the reference makes them. Five samples and ten outputs, so that blocked
+    dw: exactly where the reference makes them (after a ReLU too, which keeps NaN and +inf and
+    passes no gradient at either NaN or -inf). Five samples and ten outputs, so that blocked
     loops have missing rows to pad: padding must never multiply an infinity by 0."""
     rng = np.random.default_rng(5)
     x = rng.standard_normal((5, 7)).astype(dtype)
@@ -432,8 +438,8 @@ def test_linear_puts_infinity_and_nan_where_the_reference_does(backend, dtype):
     for name in ("reference", backend):
         ops = kernels.get(name)
         with np.errstate(invalid="ignore"):  # inf - inf and 0 * inf are the point here
-            y, cache = ops.linear_forward(x, w, b)
-            results[name] = (y, *ops.linear_backward(dy, cache))
+            y, cache = getattr(ops, f"{op}_forward")(x, w, b)
+            results[name] = (y, *getattr(ops, f"{op}_backward")(dy, cache))
     y, dx, dw, _ = results["reference"]
     assert all(np.isnan(a).any() and np.isinf(a).any() for a in (y, dx, dw))
     for got, want in zip(results[backend], results["reference"]):

@@ -46,7 +46,7 @@ FLOAT32_SAFETY = 4
 
 def accumulation_length(op, inputs):
     """Longest sum behind any result of ``op`` for these inputs."""
-    if op == "linear":
+    if op in ("linear", "linear_relu"):
         N, D = inputs["x"].shape
         return max(D, N, inputs["w"].shape[1])  # y sums D terms; dw, db sum N; dx sums F
     if op == "conv2d":
@@ -123,6 +123,10 @@ def model_shaped_case(op, dtype):
         inputs = {"logits": normal(64, 10), "labels": rng.integers(0, 10, size=64)}
     elif op == "linear":  # lenet's Linear 3136 -> 128
         inputs = {"x": normal(2, 3136), "w": normal(3136, 128) / 56, "b": normal(128)}
+    elif op == "linear_relu":  # mlp's hidden layer 784 -> 512, no ReLU input near 0
+        x, w = normal(2, 784), normal(784, 512) / 28
+        b = kernel_cases.bias_keeping_away_from_zero(rng, x.astype(np.float64) @ w.astype(np.float64), dtype)
+        inputs = {"x": x, "w": w, "b": b}
     elif op == "batchnorm":  # BatchNorm2d over 32 channels of 14x14
         inputs = {"x": normal(2, 32, 14, 14), "gamma": normal(32), "beta": normal(32),
                   "running_mean": normal(32), "running_var": np.ones(32, dtype), "momentum": 0.1,
@@ -156,7 +160,7 @@ def test_vectorized_conv2d_in_batch_chunks_matches_reference(monkeypatch, seed):
 
 @pytest.mark.parametrize("seed", range(20), ids=lambda seed: f"case{seed}")
 @pytest.mark.parametrize("backend", kernels.BACKENDS)
-@pytest.mark.parametrize("op", ["linear", "conv2d", "conv2d_maxpool2d"])
+@pytest.mark.parametrize("op", ["linear", "conv2d", "conv2d_maxpool2d", "linear_relu"])
 def test_backward_without_input_grad_gives_the_same_parameter_gradients(op, backend, seed):
     ops = kernels.get(backend)
     inputs, dy = kernel_cases.case(op, seed, "float64")

@@ -18,7 +18,7 @@ from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward, dropout_mask
 from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
-from .linear import linear_backward, linear_forward
+from .linear import linear_backward, linear_forward, linear_relu_backward, linear_relu_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .optim import adam_update, sgd_update
 from .relu import relu_backward, relu_forward
@@ -52,6 +52,8 @@ def warm_up(dtype=np.float32):
     wide = np.ones((2, linear.PARALLEL_D), dtype)  # a head wide enough to split over the threads
     y, cache = linear_forward(wide, wide.T, x[0, :2])
     linear_backward(y, cache)
+    y, cache = linear_relu_forward(x, x.T, x[0, :2])
+    linear_relu_backward(y, cache)
     y, cache = relu_forward(x)
     relu_backward(y, cache)
     y, cache = dropout_forward(x, dropout_mask(x.shape, 0.5, 0), 0.5)

@@ -2,8 +2,11 @@
 
 conv2d_maxpool2d: a convolution, optionally a ReLU, then max-pooling -- one call for the
 ``Conv2d, [ReLU], MaxPool2d`` run of a CNN, so that faster backends can compute it in one pass.
+linear_relu: a linear layer, then a ReLU -- one call for the ``Linear, ReLU`` of an MLP's hidden
+layer, so that faster backends can add the bias and apply the ReLU in one pass.
 """
 from .conv2d import conv2d_backward, conv2d_forward
+from .linear import linear_backward, linear_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .relu import relu_backward, relu_forward
 
@@ -33,3 +36,16 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
     if relu_cache is not None:
         dz = relu_backward(dz, relu_cache)
     return conv2d_backward(dz, conv_cache, input_grad)
+
+
+def linear_relu_forward(x, w, b):
+    """relu(linear(x, w, b)): x (N, D), w (D, F), b (F,) -> y (N, F), cache."""
+    z, linear_cache = linear_forward(x, w, b)
+    y, relu_cache = relu_forward(z)
+    return y, (linear_cache, relu_cache)
+
+
+def linear_relu_backward(dy, cache, input_grad=True):
+    """dy (N, F) -> dx (N, D), dw (D, F), db (F,); dx is None when ``input_grad`` is False."""
+    linear_cache, relu_cache = cache
+    return linear_backward(relu_backward(dy, relu_cache), linear_cache, input_grad)

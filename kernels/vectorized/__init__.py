@@ -3,7 +3,8 @@ pooling by strided window views. Every function follows the kernel contract in D
 from .batchnorm import batchnorm_backward, batchnorm_forward
 from .conv2d import conv2d_backward, conv2d_forward
 from .dropout import dropout_backward, dropout_forward, dropout_mask
-from .fused import conv2d_maxpool2d_backward, conv2d_maxpool2d_forward
+from .fused import (conv2d_maxpool2d_backward, conv2d_maxpool2d_forward, linear_relu_backward,
+                    linear_relu_forward)
 from .linear import linear_backward, linear_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .optim import adam_update, sgd_update
@@ -19,5 +20,6 @@ __all__ = [
     "batchnorm_forward", "batchnorm_backward",
     "dropout_forward", "dropout_backward", "dropout_mask",
     "conv2d_maxpool2d_forward", "conv2d_maxpool2d_backward",
+    "linear_relu_forward", "linear_relu_backward",
     "sgd_update", "adam_update",
 ]

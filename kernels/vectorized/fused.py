@@ -4,8 +4,13 @@ conv2d_maxpool2d pools before the ReLU: max-pooling and ReLU commute (max_k relu
 relu(max_k z_k)), and the ReLU then runs on a quarter of the values (2 x 2 windows). The
 gradients agree too: a window whose maximum is <= 0 gets no gradient either way, and otherwise
 its first maximum is the same before and after the ReLU.
+
+linear_relu applies its ReLU in place on the linear layer's output.
 """
+import numpy as np
+
 from .conv2d import conv2d_backward, conv2d_forward
+from .linear import linear_backward, linear_forward
 from .maxpool2d import maxpool2d_backward, maxpool2d_forward
 from .relu import relu_backward, relu_forward
 
@@ -32,3 +37,17 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
     if relu_cache is not None:
         dy = relu_backward(dy, relu_cache)
     return conv2d_backward(maxpool2d_backward(dy, pool_cache), conv_cache, input_grad)
+
+
+def linear_relu_forward(x, w, b):
+    """relu(linear(x, w, b)): x (N, D), w (D, F), b (F,) -> y (N, F), cache. The ReLU runs in
+    place on the product, and its output serves as its mask: it is > 0 exactly where its input is."""
+    y, linear_cache = linear_forward(x, w, b)
+    np.maximum(y, 0, out=y)
+    return y, (linear_cache, y)
+
+
+def linear_relu_backward(dy, cache, input_grad=True):
+    """dy (N, F) -> dx (N, D), dw (D, F), db (F,); dx is None when ``input_grad`` is False."""
+    linear_cache, y = cache
+    return linear_backward(relu_backward(dy, y), linear_cache, input_grad)
