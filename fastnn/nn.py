@@ -298,7 +298,8 @@ class Sequential(Module):
 
 def _has_parameters(step):
     """Whether a step of a Sequential has Parameters (its own or its submodules')."""
-    return isinstance(step, (_ConvPool, _LinearReLU)) or bool(step._parameters) or (bool(step._modules) and bool(step.parameters()))
+    return (isinstance(step, (_ConvPool, _LinearReLU)) or bool(step._parameters)
+            or (bool(step._modules) and bool(step.parameters())))
 
 
 # The cache a layer keeps when a Sequential ran it inside a fused step: its gradient comes
@@ -341,7 +342,9 @@ class _ConvPool:
 class _LinearReLU:
     """A ``Linear`` then a ``ReLU`` of a Sequential, computed by the fused kernel ``linear_relu``
     (the same results as the two layers one after the other, with fewer passes over the
-    activation). The Linear's gradients go to its Parameters as ``Linear.backward`` would send them."""
+    activation). The Linear's gradients go to its Parameters as ``Linear.backward`` would send them.
+    Unlike ``_ConvPool``, it keeps its cache in eval mode too: it holds only references to x and
+    the weights and a boolean mask."""
 
     def __init__(self, linear, relu):
         self.linear, self.relu = linear, relu
@@ -599,7 +602,7 @@ def _fuse(modules):
             kinds = tuple(type(m) for m in run)
             if kinds in _FUSED_RUNS and len({resolve(m.backend) for m in run}) == 1:
                 steps.append(_FUSED_RUNS[kinds](*run))
-                i += length
+                i += len(run)
                 break
         else:
             steps.append(modules[i])

@@ -1,5 +1,5 @@
-"""Sequential's fused Conv2d, [ReLU], MaxPool2d and Linear, ReLU steps: the same numbers as the
-layers one by one, and ``backward(dy, input_grad=False)`` giving the same parameter gradients without d(input), for
+"""Sequential's fused steps (Conv2d, [ReLU], MaxPool2d and Linear, ReLU): the same numbers as
+the layers one by one, and ``backward(dy, input_grad=False)`` giving the same parameter gradients without d(input), for
 these and for every other layer."""
 import numpy as np
 import pytest
@@ -47,11 +47,16 @@ def test_fused_sequential_matches_its_layers_one_by_one(backend, relu):
 
 
 def mlp(backend, bias=True):
-    """Linear, ReLU (fused), Linear, ReLU (fused), Linear: the hidden layers of an MLP."""
+    """Linear, ReLU (fused), Linear, ReLU (fused), Linear: the hidden layers of an MLP, with
+    random biases (a Linear starts with zeros, which would hide a bias left out)."""
     rng = np.random.default_rng(9)
-    return nn.Sequential(nn.Linear(12, 20, bias=bias, rng=rng, dtype=np.float64, backend=backend), nn.ReLU(backend=backend),
-                         nn.Linear(20, 7, rng=rng, dtype=np.float64, backend=backend), nn.ReLU(backend=backend),
-                         nn.Linear(7, 3, rng=rng, dtype=np.float64, backend=backend))
+    layers = [nn.Linear(12, 20, bias=bias, rng=rng, dtype=np.float64, backend=backend), nn.ReLU(backend=backend),
+              nn.Linear(20, 7, bias=bias, rng=rng, dtype=np.float64, backend=backend), nn.ReLU(backend=backend),
+              nn.Linear(7, 3, rng=rng, dtype=np.float64, backend=backend)]
+    for layer in layers:
+        if getattr(layer, "bias", None) is not None:
+            layer.bias.data[:] = rng.standard_normal(layer.bias.data.shape)
+    return nn.Sequential(*layers)
 
 
 @pytest.mark.parametrize("backend", ["reference", "vectorized", "jit"])
@@ -71,7 +76,7 @@ def test_fused_linear_relu_matches_its_layers_one_by_one(backend, bias):
     y_alone, dx_alone, grads_alone = layer_by_layer(model, x, dy)
     np.testing.assert_allclose(y, y_alone, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(dx, dx_alone, rtol=1e-12, atol=1e-12)
-    assert len(grads) == len(grads_alone) == (6 if bias else 5)
+    assert len(grads) == len(grads_alone) == (6 if bias else 4)
     for got, want in zip(grads, grads_alone, strict=True):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
@@ -122,7 +127,8 @@ def every_layer_model(backend):
 @pytest.mark.parametrize("backend", ["reference", "jit"])
 @pytest.mark.parametrize("make", [every_layer_model, lambda backend: nn.Sequential(
     nn.Conv2d(1, 2, 3, rng=6, dtype=np.float64, backend=backend), nn.ReLU(backend=backend), nn.Flatten(),
-    nn.Linear(2 * 1 * 2, 3, rng=7, dtype=np.float64, backend=backend))], ids=["mlp", "conv-unfused"])
+    nn.Linear(2 * 1 * 2, 3, rng=7, dtype=np.float64, backend=backend)),
+    lambda backend: nn.Sequential(nn.Flatten(), *mlp(backend))], ids=["mlp", "conv-unfused", "linear-relu-fused"])
 def test_every_layer_gives_the_same_parameter_gradients_without_input_grad(backend, make):
     x = np.random.default_rng(8).standard_normal((5, 1, 3, 4))
     grads = []

@@ -337,6 +337,31 @@ def test_inputs_unchanged_and_dtype_kept(backend, op, dtype):
             assert np.ndim(y) == 0
 
 
+@pytest.mark.parametrize("op", kernel_cases.OPS)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_changing_the_output_before_backward_changes_no_gradient(backend, op):
+    """The cache never holds the array forward returned: a caller may change it in place (as
+    the loss or a user's code might) and backward still differentiates the forward pass."""
+    ops = kernels.get(backend)
+    for seed in range(3):
+        inputs, dy = kernel_cases.case(op, seed, "float64")
+        expected = kernel_cases.run(ops, op, inputs, dy)
+        y, cache, *_ = getattr(ops, f"{op}_forward")(**inputs)
+        y[...] = 7.0
+        grads = getattr(ops, f"{op}_backward")(dy, cache)
+        grads = grads if isinstance(grads, tuple) else (grads,)
+        for name, grad in zip(kernel_cases.GRADIENTS[op], grads, strict=True):
+            np.testing.assert_array_equal(grad, expected["d" + name], err_msg=f"{op} d{name}")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_relu_backward_rejects_a_dy_of_another_shape(backend):
+    ops = kernels.get(backend)
+    _, cache = ops.linear_relu_forward(np.ones((10, 3)), np.ones((3, 5)), np.zeros(5))
+    with pytest.raises(ValueError, match=r"\(10, ?4\)"):   # NumPy's own message in the reference
+        ops.linear_relu_backward(np.ones((10, 4)), cache)
+
+
 # --- bad input -----------------------------------------------------------------------------------
 
 def zeros(*shape, dtype=np.float64):
@@ -476,7 +501,7 @@ def test_jit_elementwise_ops_treat_infinity_and_nan_exactly_as_the_reference(op,
         np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("op", ["relu", "dropout"])
+@pytest.mark.parametrize("op", ["relu", "dropout", "linear_relu"])
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_elementwise_gradients_keep_the_inputs_dtype_for_a_wider_dy(backend, op):
     """A float64 dy (a loss computed in double precision, say) for a float32 layer gives a
@@ -486,6 +511,10 @@ def test_elementwise_gradients_keep_the_inputs_dtype_for_a_wider_dy(backend, op)
     if op == "relu":
         y, cache = ops.relu_forward(x)
         dx = ops.relu_backward(np.ones(x.shape), cache)
+    elif op == "linear_relu":
+        y, cache = ops.linear_relu_forward(x, np.eye(3, dtype=np.float32), np.zeros(3, np.float32))
+        dx, dw, db = ops.linear_relu_backward(np.ones(x.shape), cache)
+        assert dw.dtype == db.dtype == np.float32
     else:
         y, cache = ops.dropout_forward(x, np.array([[True, False, True]]), 0.5)
         dx = ops.dropout_backward(np.ones(x.shape), cache)

@@ -37,7 +37,7 @@ class KernelCase:
 
     ``op`` is the kernel family (``conv2d``, ``linear``, ...); ``shape`` is one image's input
     shape, ``(C, H, W)`` or ``(D,)``; ``params`` holds the rest: ``filters``, ``kernel``, ``pad``
-    for conv2d, ``out_features`` for linear, ``size`` for maxpool2d, ``p`` for dropout, and for
+    for conv2d, ``out_features`` for linear and linear_relu, ``size`` for maxpool2d, ``p`` for dropout, and for
     the fused ``conv2d_maxpool2d`` those of conv2d and maxpool2d plus ``relu``. ``first``: the
     model's first layer, whose backward skips the input gradient, as in training
     (``input_grad=False``).
@@ -75,6 +75,9 @@ KERNEL_CASES = (
                dict(filters=32, kernel=3, pad=1, size=2, relu=True), first=True),
     KernelCase("lenet.block2", "conv2d_maxpool2d", (32, 14, 14),
                dict(filters=64, kernel=3, pad=1, size=2, relu=True)),
+    # The fused Linear + ReLU hidden layers (mlp_bn_dropout's keeps its separate layers).
+    KernelCase("mlp.fc1_relu", "linear_relu", (784,), dict(out_features=512), first=True),
+    KernelCase("lenet.fc1_relu", "linear_relu", (3136,), dict(out_features=128)),
 )
 
 CASES_BY_NAME = {case.name: case for case in KERNEL_CASES}
@@ -96,7 +99,7 @@ def output_shape(case, n):
     if case.op == "maxpool2d":
         C, H, W = case.shape
         return (n, C, output_size(H, p["size"], p["size"], 0), output_size(W, p["size"], p["size"], 0))
-    if case.op == "linear":
+    if case.op in ("linear", "linear_relu"):
         return (n, p["out_features"])
     return (n, *case.shape)
 
@@ -111,7 +114,7 @@ def flops(case, n):
         C, H, W = case.shape
         OH, OW = output_size(H, p["kernel"], 1, p["pad"]), output_size(W, p["kernel"], 1, p["pad"])
         return products * 2.0 * n * p["filters"] * OH * OW * C * p["kernel"] ** 2
-    if case.op == "linear":
+    if case.op in ("linear", "linear_relu"):
         return products * 2.0 * n * case.shape[0] * p["out_features"]
     return None
 
@@ -139,7 +142,7 @@ def make_inputs(case, n, dtype=np.float32, seed=0):
         fan_in = C * p["kernel"] ** 2
         w = normal("w", p["filters"], C, p["kernel"], p["kernel"], scale=np.sqrt(2.0 / fan_in))
         return dict(x=x, w=w, b=normal("b", p["filters"]), dy=dy)
-    if case.op == "linear":
+    if case.op in ("linear", "linear_relu"):
         D = case.shape[0]
         w = normal("w", D, p["out_features"], scale=np.sqrt(2.0 / D))
         return dict(x=x, w=w, b=normal("b", p["out_features"]), dy=dy)
@@ -168,9 +171,9 @@ def forward_backward(ops, case, a):
         y, cache = ops.conv2d_maxpool2d_forward(a["x"], a["w"], a["b"], 1, p["pad"], p["size"], None,
                                                 p["relu"])
         return (y, *ops.conv2d_maxpool2d_backward(a["dy"], cache, input_grad=not case.first))
-    if case.op == "linear":
-        y, cache = ops.linear_forward(a["x"], a["w"], a["b"])
-        return (y, *ops.linear_backward(a["dy"], cache, input_grad=not case.first))
+    if case.op in ("linear", "linear_relu"):
+        y, cache = getattr(ops, f"{case.op}_forward")(a["x"], a["w"], a["b"])
+        return (y, *getattr(ops, f"{case.op}_backward")(a["dy"], cache, input_grad=not case.first))
     if case.op == "maxpool2d":
         y, cache = ops.maxpool2d_forward(a["x"], p["size"])
         return y, ops.maxpool2d_backward(a["dy"], cache)

@@ -5,7 +5,7 @@ relu(max_k z_k)), and the ReLU then runs on a quarter of the values (2 x 2 windo
 gradients agree too: a window whose maximum is <= 0 gets no gradient either way, and otherwise
 its first maximum is the same before and after the ReLU.
 
-linear_relu applies its ReLU in place on the linear layer's output.
+linear_relu keeps a boolean mask for its ReLU's backward pass, not the linear layer's output.
 """
 import numpy as np
 
@@ -40,14 +40,16 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
 
 
 def linear_relu_forward(x, w, b):
-    """relu(linear(x, w, b)): x (N, D), w (D, F), b (F,) -> y (N, F), cache. The ReLU runs in
-    place on the product, and its output serves as its mask: it is > 0 exactly where its input is."""
-    y, linear_cache = linear_forward(x, w, b)
-    np.maximum(y, 0, out=y)
-    return y, (linear_cache, y)
+    """relu(linear(x, w, b)): x (N, D), w (D, F), b (F,) -> y (N, F), cache (the linear layer's,
+    and the boolean mask of where the ReLU passes gradient: a quarter of the output's bytes)."""
+    z, linear_cache = linear_forward(x, w, b)
+    return np.maximum(z, 0), (linear_cache, z > 0)
 
 
 def linear_relu_backward(dy, cache, input_grad=True):
-    """dy (N, F) -> dx (N, D), dw (D, F), db (F,); dx is None when ``input_grad`` is False."""
-    linear_cache, y = cache
-    return linear_backward(relu_backward(dy, y), linear_cache, input_grad)
+    """dy (N, F) -> dx (N, D), dw (D, F), db (F,); dx is None when ``input_grad`` is False.
+    As ``relu_backward``, a NaN or infinite dy where the ReLU is not live gives NaN, not 0."""
+    (x, w), live = cache
+    if dy.shape != live.shape:
+        raise ValueError(f"dy must have shape {live.shape}, got {dy.shape}")
+    return linear_backward(np.multiply(dy, live, dtype=x.dtype), (x, w), input_grad)
