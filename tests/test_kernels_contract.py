@@ -304,6 +304,19 @@ def test_relu_gradient_at_zero_is_zero(backend, dtype):
     np.testing.assert_array_equal(ops.relu_backward(np.full(4, 5.0, dtype=dtype), cache), [0.0, 0.0, 0.0, 5.0])
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_linear_relu_gradient_at_zero_is_zero(backend, dtype):
+    # The same convention inside the fused op: x @ w + b is exactly 0, -0.0, -1 and 2.
+    ops = kernels.get(backend)
+    x, w = np.eye(4, dtype=dtype), np.zeros((4, 4), dtype=dtype)
+    b = np.array([0.0, -0.0, -1.0, 2.0], dtype=dtype)
+    y, cache = ops.linear_relu_forward(x, w, b)
+    np.testing.assert_array_equal(y, np.tile([0.0, 0.0, 0.0, 2.0], (4, 1)))
+    _, _, db = ops.linear_relu_backward(np.full((4, 4), 5.0, dtype=dtype), cache)
+    np.testing.assert_array_equal(db, [0.0, 0.0, 0.0, 20.0])
+
+
 # --- purity and dtypes ---------------------------------------------------------------------------
 
 def copies(inputs):
