@@ -590,6 +590,7 @@ class Dropout(Module):
 _FUSED_RUNS = {(Conv2d, MaxPool2d): lambda conv, pool: _ConvPool(conv, None, pool),
                (Conv2d, ReLU, MaxPool2d): _ConvPool,
                (Linear, ReLU): _LinearReLU}
+_RUN_LENGTHS = sorted({len(kinds) for kinds in _FUSED_RUNS}, reverse=True)  # longest first
 
 
 def _fuse(modules):
@@ -597,7 +598,7 @@ def _fuse(modules):
     replaced by its fused step; the longest run starting at a module wins."""
     steps, i = [], 0
     while i < len(modules):
-        for length in (3, 2):
+        for length in _RUN_LENGTHS:
             run = modules[i:i + length]
             kinds = tuple(type(m) for m in run)
             if kinds in _FUSED_RUNS and len({resolve(m.backend) for m in run}) == 1:
