@@ -251,6 +251,28 @@ def test_jit_winograd_convolution_matches_reference(monkeypatch, op, seed, dtype
             ops.conv2d_maxpool2d_backward(dy, cache)
 
 
+@pytest.mark.parametrize("slice_bytes", [1, 1 << 20], ids=["image-slices", "part-slices"])
+@pytest.mark.parametrize("parts", [1, 2, 3, 7])
+@pytest.mark.parametrize("op", ["conv2d", "conv2d_maxpool2d"])
+def test_jit_winograd_matches_reference_whatever_the_batch_is_cut_into(monkeypatch, op, parts, slice_bytes):
+    """The batch cut into 1, 2, 3 or 7 parts, one per thread (seven images: parts of one and two
+    images, more threads than this machine has cores), each part in slices of one image or in one
+    slice: the reference's results (jit/winograd.py sums each part's dw and db, then the parts)."""
+    from fastnn.kernels.jit import winograd
+    monkeypatch.setattr(winograd, "batch_chunks", lambda N: min(N, parts))
+    monkeypatch.setattr(winograd, "BATCH_SLICE_BYTES", slice_bytes)
+    rng = np.random.default_rng(parts)
+    inputs = {"x": rng.standard_normal((7, 17, 9, 8)), "w": rng.standard_normal((6, 17, 3, 3)),
+              "b": rng.standard_normal(6), "stride": 1, "pad": 1}
+    if op == "conv2d_maxpool2d":
+        inputs.update(size=2, relu=True, pool_stride=None)
+    dy = kernel_cases.draw_dy(rng, op, inputs)
+    ops = kernels.get("jit")
+    assert getattr(ops, f"{op}_forward")(**inputs)[1][0] is winograd, "the case must take the Winograd path"
+    expected = kernel_cases.run(kernels.get("reference"), op, inputs, dy)
+    assert_matches("jit", op, inputs, kernel_cases.run(ops, op, inputs, dy), expected, "float64")
+
+
 def test_jit_winograd_calls_interleaved_give_the_results_of_calls_alone():
     """Two Winograd convolutions of different sizes, forward A, forward B (inference C between),
     backward B, backward A, as a network runs them: the same results as each layer alone (the

@@ -19,9 +19,15 @@ over channels is one matrix product over all T tiles of the batch:
     M[k] (T, F) = V[k] (T, C) @ U[k] (C, F),    V = transformed patches, U = transformed filters,
 
 done by BLAS: 16 F C T multiply-adds instead of the direct method's 36 F C T (2.25x fewer).
-The transforms are additions and halvings, in Numba, one thread per part of the batch, over
-channels-last scratch copies of each image so that every inner loop runs along contiguous
-channels.
+The transforms are additions and halvings, in Numba, over channels-last scratch copies of each
+image so that every inner loop runs along contiguous channels.
+
+Threads. Each thread takes one part of the batch (``_in_parts``: this one and Python worker
+threads, as many in all as Numba's thread count) and runs every stage over small slices of it,
+so that what one stage writes is still in that core's cache when the next reads it; OpenBLAS is
+held to one thread for the call (through threadpoolctl) so that each product runs on the thread
+that asked for it. This is a process-wide setting: a BLAS product run by another thread of the
+program during the call runs on one thread too.
 
 The backward pass is the adjoint of each linear stage, in reverse order:
     dM[k] = A dY_tile A^T                    (transposed output transform; db sums dY)
@@ -43,7 +49,7 @@ second layer at batch 64, its products took 2.8 instead of 3.7 ms, but its trans
 pass per tile) instead of 2.1.
 
 Memory layout. V, M and their gradients are (16, R, K) arrays written by 16 streams at once
-(one per k). With R * K * itemsize a multiple of 4096 bytes (lenet at batch 64: T = 3136 tiles
+(one per k). With R * K * itemsize a multiple of 4096 bytes (lenet's V at batch 64: R = 3136 tiles
 of 32 float32 channels) all 16 streams fall into the same L1 cache sets and the patch transform
 ran 8x slower; ``_Plan.buffer`` makes R odd, one row past T where T is even, so that the
 streams spread over the sets (over 8 of them at worst, for K * itemsize a multiple of 512).
@@ -59,12 +65,15 @@ on 7 x 7, C = 32: 3.1 vs 5.7. On 28 x 28 planes the direct method's long rows ke
 up to C = 64 (32 filters: 47.6 vs 47.4 ms), and on one input channel (seed_cnn's and lenet's
 first layers) the transforms cost 4x what the products save.
 """
+import os
 import threading
+from concurrent.futures import ThreadPoolExecutor, wait
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+from threadpoolctl import ThreadpoolController
 
-from ._config import CACHE, FASTMATH, batch_chunks, prange_only
+from ._config import CACHE, FASTMATH, batch_chunks
 from .maxpool2d import _relu_window, _wins
 
 MIN_CHANNELS = 16
@@ -236,35 +245,33 @@ def _tile_output_adjoint(dz, start, dM):
                 dM[12, i, f], dM[13, i, f], dM[14, i, f], dM[15, i, f] = -c10, -c11, -c12, -c13
 
 
-@njit(parallel=prange_only(), cache=CACHE)
-def _transform_patches(x, pad, V, chunks):
-    """V[:, n * TH * TW + t] = image n's transformed patches. x (N, C, H, W); V (16, R, C)."""
+@njit(nogil=True, cache=CACHE)
+def _transform_patches(x, pad, V):
+    """V[:, n * TH * TW + t] = image n's transformed patches. x (n, C, H, W); V (16, >= n TH TW, C)."""
     N, C, H, W = x.shape
     TH, TW = (H + 2 * pad - 1) // 2, (W + 2 * pad - 1) // 2
-    for k in prange(chunks):
-        padded = np.zeros((2 * TH + 2, 2 * TW + 2, C), x.dtype)  # the border stays zero
-        for n in range(k * N // chunks, (k + 1) * N // chunks):
-            for c in range(C):
-                for h in range(H):
-                    for w in range(W):
-                        padded[pad + h, pad + w, c] = x[n, c, h, w]
-            _patch_transform(padded, V, n * TH * TW)
+    padded = np.zeros((2 * TH + 2, 2 * TW + 2, C), x.dtype)  # the border stays zero
+    for n in range(N):
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    padded[pad + h, pad + w, c] = x[n, c, h, w]
+        _patch_transform(padded, V, n * TH * TW)
 
 
-@njit(parallel=prange_only(), cache=CACHE)
-def _patches_adjoint(dV, pad, dx, chunks):
-    """dx (N, C, H, W) from dV (16, R, C), image n's tiles from row n * TH * TW on: the transpose
-    of ``_transform_patches``."""
+@njit(nogil=True, cache=CACHE)
+def _patches_adjoint(dV, pad, dx):
+    """dx (n, C, H, W) from dV (16, >= n TH TW, C), image n's tiles from row n * TH * TW on: the
+    transpose of ``_transform_patches``."""
     N, C, H, W = dx.shape
     TH, TW = (H + 2 * pad - 1) // 2, (W + 2 * pad - 1) // 2
-    for k in prange(chunks):
-        d_padded = np.empty((2 * TH + 2, 2 * TW + 2, C), dV.dtype)
-        for n in range(k * N // chunks, (k + 1) * N // chunks):
-            _patch_transform_adjoint(dV, n * TH * TW, d_padded)
-            for c in range(C):
-                for h in range(H):
-                    for w in range(W):
-                        dx[n, c, h, w] = d_padded[pad + h, pad + w, c]
+    d_padded = np.empty((2 * TH + 2, 2 * TW + 2, C), dV.dtype)
+    for n in range(N):
+        _patch_transform_adjoint(dV, n * TH * TW, d_padded)
+        for c in range(C):
+            for h in range(H):
+                for w in range(W):
+                    dx[n, c, h, w] = d_padded[pad + h, pad + w, c]
 
 
 @njit(cache=CACHE)
@@ -310,88 +317,74 @@ def _pool_channels_last(z, size, stride, relu, y, where):
                 y[f, i, j], where[f, i, j] = top, flat
 
 
-@njit(parallel=prange_only(), cache=CACHE)
-def _outputs(M, b, y, chunks):
-    """y (N, F, OH, OW) from the products M (16, R, F), image n's tiles from row n * TH * TW on,
-    and the bias b (F,)."""
+@njit(nogil=True, cache=CACHE)
+def _outputs(M, b, y):
+    """y (n, F, OH, OW) from the products M (16, >= n TH TW, F), image n's tiles from row
+    n * TH * TW on, and the bias b (F,)."""
     N, F, OH, OW = y.shape
-    for k in prange(chunks):
-        z_last = np.empty((OH, OW, F), M.dtype)
-        for n in range(k * N // chunks, (k + 1) * N // chunks):
-            _tile_output(M, n * ((OH + 1) // 2) * ((OW + 1) // 2), b, z_last)
-            _to_planes(z_last, y[n])
+    z_last = np.empty((OH, OW, F), M.dtype)
+    for n in range(N):
+        _tile_output(M, n * ((OH + 1) // 2) * ((OW + 1) // 2), b, z_last)
+        _to_planes(z_last, y[n])
 
 
-@njit(parallel=prange_only(), cache=CACHE)
-def _pooled_outputs(M, b, OH, OW, size, stride, relu, y, where, chunks):
-    """y (N, F, PH, PW) = max-pooling (ReLU'd if ``relu``) of the OH x OW convolution output
-    given by ``_outputs``'s M and b, and where (N, F, PH, PW): see ``_pool_channels_last``."""
-    N, F = y.shape[0], y.shape[1]
-    for k in prange(chunks):
-        z_last = np.empty((OH, OW, F), M.dtype)
-        for n in range(k * N // chunks, (k + 1) * N // chunks):
-            _tile_output(M, n * ((OH + 1) // 2) * ((OW + 1) // 2), b, z_last)
-            _pool_channels_last(z_last, size, stride, relu, y[n], where[n])
+@njit(nogil=True, cache=CACHE)
+def _pooled_outputs(M, b, OH, OW, size, stride, relu, y, where):
+    """y (n, F, PH, PW) = max-pooling (ReLU'd if ``relu``) of the OH x OW convolution output
+    given by ``_outputs``'s M and b, and where (n, F, PH, PW): see ``_pool_channels_last``."""
+    F = y.shape[1]
+    z_last = np.empty((OH, OW, F), M.dtype)
+    for n in range(y.shape[0]):
+        _tile_output(M, n * ((OH + 1) // 2) * ((OW + 1) // 2), b, z_last)
+        _pool_channels_last(z_last, size, stride, relu, y[n], where[n])
 
 
-@njit(parallel=prange_only(), cache=CACHE)
-def _output_gradients(dy, dM, chunks):
-    """dM (16, R, F) and db (F,) from dy (N, F, OH, OW): the transpose of ``_outputs``."""
+@njit(nogil=True, cache=CACHE)
+def _output_gradients(dy, dM, db):
+    """dM (16, >= n TH TW, F) from dy (n, F, OH, OW), and dy's sums added to db (F,): the
+    transpose of ``_outputs``."""
     N, F, OH, OW = dy.shape
-    db_parts = np.zeros((chunks, F), dy.dtype)
-    for k in prange(chunks):
-        dz_last = np.empty((OH, OW, F), dy.dtype)
-        for n in range(k * N // chunks, (k + 1) * N // chunks):
-            for f in range(F):
-                s = dy.dtype.type(0)
-                for h in range(OH):
-                    for w in range(OW):
-                        v = dy[n, f, h, w]
-                        dz_last[h, w, f] = v
-                        s += v
-                db_parts[k, f] += s
-            _tile_output_adjoint(dz_last, n * ((OH + 1) // 2) * ((OW + 1) // 2), dM)
-    return _sum_rows(db_parts)
+    dz_last = np.empty((OH, OW, F), dy.dtype)
+    for n in range(N):
+        for f in range(F):
+            s = dy.dtype.type(0)
+            for h in range(OH):
+                for w in range(OW):
+                    v = dy[n, f, h, w]
+                    dz_last[h, w, f] = v
+                    s += v
+            db[f] += s
+        _tile_output_adjoint(dz_last, n * ((OH + 1) // 2) * ((OW + 1) // 2), dM)
 
 
-@njit(parallel=prange_only(), cache=CACHE)
-def _pooled_output_gradients(dy, where, OH, OW, dM, chunks):
-    """dM (16, R, F) and db (F,) from the pooled gradient dy (N, F, PH, PW) and the forward's
-    where: the transpose of ``_pooled_outputs``."""
+@njit(nogil=True, cache=CACHE)
+def _pooled_output_gradients(dy, where, OH, OW, dM, db):
+    """dM (16, >= n TH TW, F) from the pooled gradient dy (n, F, PH, PW) and the forward's where,
+    and dy's sums added to db (F,): the transpose of ``_pooled_outputs``."""
     N, F = dy.shape[0], dy.shape[1]
     P = dy.shape[2] * dy.shape[3]
-    db_parts = np.zeros((chunks, F), dy.dtype)
-    for k in prange(chunks):
-        dz_last = np.empty(OH * OW * F, dy.dtype)  # (OH, OW, F), flat
-        for n in range(k * N // chunks, (k + 1) * N // chunks):
-            g, at = dy[n].reshape(F, P), where[n].reshape(F, P)
-            dz_last[:] = 0
-            for f in range(F):
-                s = dy.dtype.type(0)
-                for p in range(P):
-                    if at[f, p] >= 0:
-                        dz_last[at[f, p] * F + f] += g[f, p]
-                        s += g[f, p]
-                db_parts[k, f] += s
-            _tile_output_adjoint(dz_last.reshape(OH, OW, F), n * ((OH + 1) // 2) * ((OW + 1) // 2), dM)
-    return _sum_rows(db_parts)
+    dz_last = np.empty(OH * OW * F, dy.dtype)  # (OH, OW, F), flat
+    for n in range(N):
+        g, at = dy[n].reshape(F, P), where[n].reshape(F, P)
+        dz_last[:] = 0
+        for f in range(F):
+            s = dy.dtype.type(0)
+            for p in range(P):
+                if at[f, p] >= 0:
+                    dz_last[at[f, p] * F + f] += g[f, p]
+                    s += g[f, p]
+            db[f] += s
+        _tile_output_adjoint(dz_last.reshape(OH, OW, F), n * ((OH + 1) // 2) * ((OW + 1) // 2), dM)
 
 
-@njit(cache=CACHE)
-def _sum_rows(parts):
-    """parts (chunks, F) -> (F,), added in chunk order."""
-    total = parts[0].copy()
-    for k in range(1, parts.shape[0]):
-        total += parts[k]
-    return total
-
-
-# The transforms and products run over slices of the batch whose V (16, tiles, C) and M (16,
-# tiles, F) take at most this many bytes each. Whole-batch arrays at batch 256 on lenet's second layer (M and dM 51 MB
-# each, fresh memory on every call) took 46.6 ms forward and backward, 16 MiB slices 31.1 ms;
-# 2 MiB slices (10 images, L2-sized) 45.4 ms: every hand-over between the BLAS threads and
-# Numba's costs, and smaller slices have more of them. Inference keeps one slice's V only.
-BATCH_SLICE_BYTES = 16 << 20
+# Each thread runs every stage, transforms and products, over slices of its part of the batch
+# whose V (16, tiles, C) and M (16, tiles, F) take at most this many bytes each, so that a slice
+# stays in the core's L2 cache from one stage to the next (lenet's second layer: 5 images).
+# lenet's second layer at batch 64, forward and backward with the caches flushed between calls:
+# 9.2-10.0 ms, against 11.8-13.9 ms when each stage ran on the whole batch (16 MiB slices) in turn,
+# the transforms on Numba's threads and the products on OpenBLAS's. lenet epochs at batch 64 with
+# 0.5, 1, 2 and 4 MiB here: 4,400-4,700, 4,600-5,100, 4,500-4,750 and 4,570-4,860 images/s.
+BATCH_SLICE_BYTES = 1 << 20
 
 
 class _Plan:
@@ -404,19 +397,19 @@ class _Plan:
         self.OH, self.OW = self.H + 2 * pad - 2, self.W + 2 * pad - 2
         self.TH, self.TW = (self.OH + 1) // 2, (self.OW + 1) // 2
         self.tiles = self.TH * self.TW
-        most = max(1, BATCH_SLICE_BYTES // (16 * self.tiles * max(self.C, self.F) * w.itemsize))
-        self.images = -(-self.N // -(-self.N // most))  # as even as the slices can be
+        self.images = max(1, BATCH_SLICE_BYTES // (16 * self.tiles * max(self.C, self.F) * w.itemsize))
 
-    def slices(self):
-        """(first image, end image, tiles) of every slice of the batch."""
-        for n0 in range(0, self.N, self.images):
-            n1 = min(self.N, n0 + self.images)
-            yield n0, n1, (n1 - n0) * self.tiles
+    def slices(self, n0, n1):
+        """(first image, end image, tiles) of every slice of images n0 .. n1 - 1."""
+        for s0 in range(n0, n1, self.images):
+            s1 = min(n1, s0 + self.images)
+            yield s0, s1, (s1 - s0) * self.tiles
 
-    def buffer(self, K, dtype, scratch=None):
-        """An empty (16, R, K) array for one slice: a new one, or with ``scratch`` (a name) this
-        thread's scratch array of that name, reused from call to call (see ``_SCRATCH``)."""
-        shape = (16, (self.images * self.tiles) | 1, K)  # an odd row count: see the module docstring
+    def buffer(self, K, dtype, scratch=None, images=None):
+        """An empty (16, R, K) array for ``images`` images (a slice's worth if None): a new one, or
+        with ``scratch`` (a name) this thread's scratch array of that name, reused from call to
+        call (see ``_SCRATCH``). R is odd: see the module docstring."""
+        shape = (16, ((images or self.images) * self.tiles) | 1, K)
         if scratch is None:
             return np.empty(shape, dtype)
         size = shape[0] * shape[1] * shape[2]
@@ -427,62 +420,110 @@ class _Plan:
         return flat[:size].reshape(shape)
 
 
-# Per-thread scratch arrays for the arrays that never leave a call (M, dM, dV, and V when the
-# forward keeps nothing), kept from call to call and grown when a call needs more: 6 to 16 MB
-# each. Allocated anew on every call, they made glibc map fresh pages for each training step
-# until its allocator's thresholds happened to adapt: `fastnn train`'s first LeNet epoch took
-# 1.5 million page faults and 20 s instead of 500 and 13 s.
+# Per-thread scratch arrays for the arrays that never leave a call (one slice's M, dM, dV, and V
+# when the forward keeps nothing), kept from call to call. Allocated anew on every call, such
+# arrays made glibc map fresh pages for each training step until its allocator's thresholds
+# happened to adapt: `fastnn train`'s first LeNet epoch took 1.5 million page faults and 20 s
+# instead of 500 and 13 s.
 _SCRATCH = threading.local()
+
+_workers = None  # a ThreadPoolExecutor, made on first use; see _in_parts
+_blas = None  # threadpoolctl's handle on the BLAS libraries NumPy uses, made on first use
+
+
+def _forget_workers():
+    global _workers
+    _workers = None
+
+
+os.register_at_fork(after_in_child=_forget_workers)  # a child process has none of the threads
+
+
+def _in_parts(work, N):
+    """work(n0, n1) for ``batch_chunks(N)`` parts n0 .. n1 - 1 of range(N), at once: the first on
+    this thread, the others on worker threads (they run while the GIL is released, in the Numba
+    kernels above, which are ``nogil``, and in NumPy's products), with OpenBLAS held to one
+    thread. Returns the list of results, in the order of the parts.
+
+    Without that hold, OpenBLAS splits each product of more than 2^19 multiply-adds among its own
+    threads, and two threads asking for that at once ran lenet's epochs 4x slower (2 MiB slices:
+    1,200 against 4,600 images/s)."""
+    parts = batch_chunks(N)
+    bounds = [(k * N // parts, (k + 1) * N // parts) for k in range(parts)]
+    if parts == 1:
+        return [work(0, N)]
+    global _workers, _blas
+    if _workers is None or _workers._max_workers < parts - 1:
+        _workers = ThreadPoolExecutor(parts - 1, thread_name_prefix="fastnn-winograd")
+    if _blas is None:
+        _blas = ThreadpoolController().select(user_api="blas")
+    with _blas.limit(limits=1):
+        others = [_workers.submit(work, n0, n1) for n0, n1 in bounds[1:]]
+        try:
+            first = work(*bounds[0])
+        finally:
+            wait(others)  # the others write into the caller's arrays: never leave before they end
+    return [first] + [future.result() for future in others]
 
 
 def _forward(x, w, b, pad, pooling, keep):
     """The convolution, then ``_outputs`` (pooling None) or ``_pooled_outputs`` with pooling
     (size, stride, relu, PH, PW), slice by slice. Returns y, where (or None) and the state for
-    ``_backward``, which holds every slice's V if ``keep`` (inference reuses one V buffer)."""
+    ``_backward``, which holds the batch's V if ``keep`` (without, each thread reuses one slice's)."""
     plan = _Plan(x.shape, w, pad)
     U = _filter_transform(w, _G.astype(w.dtype))
-    M = plan.buffer(plan.F, x.dtype, scratch="M")
     if pooling is None:
         y, where = np.empty((plan.N, plan.F, plan.OH, plan.OW), x.dtype), None
     else:
         size, stride, relu, PH, PW = pooling
         y, where = np.empty((plan.N, plan.F, PH, PW), x.dtype), np.empty((plan.N, plan.F, PH, PW), np.int32)
-    kept = []  # each slice's V, for the backward pass
-    V = None
-    for n0, n1, T in plan.slices():
-        chunks = batch_chunks(n1 - n0)
-        if keep or V is None:
-            V = plan.buffer(plan.C, x.dtype, scratch=None if keep else "V")
-        _transform_patches(x[n0:n1], pad, V, chunks)
-        np.matmul(V[:, :T], U, out=M[:, :T])
-        if pooling is None:
-            _outputs(M, b, y[n0:n1], chunks)
-        else:
-            _pooled_outputs(M, b, plan.OH, plan.OW, size, stride, relu, y[n0:n1], where[n0:n1], chunks)
-        if keep:
-            kept.append(V)
+    kept = plan.buffer(plan.C, x.dtype, images=plan.N) if keep else None
+
+    def work(n0, n1):
+        M = plan.buffer(plan.F, x.dtype, scratch="M")
+        V = None if keep else plan.buffer(plan.C, x.dtype, scratch="V")
+        for s0, s1, T in plan.slices(n0, n1):
+            if keep:
+                V = kept[:, s0 * plan.tiles:s1 * plan.tiles]
+            _transform_patches(x[s0:s1], pad, V)
+            np.matmul(V[:, :T], U, out=M[:, :T])
+            if pooling is None:
+                _outputs(M, b, y[s0:s1])
+            else:
+                _pooled_outputs(M, b, plan.OH, plan.OW, size, stride, relu, y[s0:s1], where[s0:s1])
+
+    _in_parts(work, plan.N)
     return y, where, (plan, kept, U)
 
 
 def _backward(dy, where, state, input_grad):
     """dx (None without ``input_grad``), dw, db from dy, slice by slice: the transpose of ``_forward``."""
     plan, kept, U = state
-    dM = plan.buffer(plan.F, dy.dtype, scratch="dM")
-    dV = plan.buffer(plan.C, dy.dtype, scratch="dV") if input_grad else None
     dx = np.empty((plan.N, plan.C, plan.H, plan.W), dy.dtype) if input_grad else None
-    dU = np.zeros((16, plan.F, plan.C), dy.dtype)
-    db = np.zeros(plan.F, dy.dtype)
-    for (n0, n1, T), V in zip(plan.slices(), kept):
-        chunks = batch_chunks(n1 - n0)
-        if where is None:
-            db += _output_gradients(dy[n0:n1], dM, chunks)
-        else:
-            db += _pooled_output_gradients(dy[n0:n1], where[n0:n1], plan.OH, plan.OW, dM, chunks)
-        # dU[k]^T = dM[k]^T V[k]: this order is the faster BLAS call.
-        dU += np.matmul(dM[:, :T].transpose(0, 2, 1), V[:, :T])
-        if input_grad:
-            np.matmul(dM[:, :T], U.transpose(0, 2, 1), out=dV[:, :T])
-            _patches_adjoint(dV, plan.pad, dx[n0:n1], chunks)
+
+    def work(n0, n1):
+        """This part's dU (16, F, C) and db (F,)."""
+        dM = plan.buffer(plan.F, dy.dtype, scratch="dM")
+        dV = plan.buffer(plan.C, dy.dtype, scratch="dV") if input_grad else None
+        dU = np.zeros((16, plan.F, plan.C), dy.dtype)
+        db = np.zeros(plan.F, dy.dtype)
+        for s0, s1, T in plan.slices(n0, n1):
+            if where is None:
+                _output_gradients(dy[s0:s1], dM, db)
+            else:
+                _pooled_output_gradients(dy[s0:s1], where[s0:s1], plan.OH, plan.OW, dM, db)
+            # dU[k]^T = dM[k]^T V[k]: this order is the faster BLAS call.
+            dU += np.matmul(dM[:, :T].transpose(0, 2, 1), kept[:, s0 * plan.tiles:s1 * plan.tiles])
+            if input_grad:
+                np.matmul(dM[:, :T], U.transpose(0, 2, 1), out=dV[:, :T])
+                _patches_adjoint(dV, plan.pad, dx[s0:s1])
+        return dU, db
+
+    parts = _in_parts(work, plan.N)
+    dU, db = parts[0]
+    for part_dU, part_db in parts[1:]:
+        dU += part_dU
+        db += part_db
     return dx, _filter_transform_adjoint(dU, _G.astype(dU.dtype)), db
 
 

@@ -1,0 +1,101 @@
+"""The threads of the jit backend's Winograd convolution (kernels/jit/winograd.py): each runs one
+part of the batch on worker threads with OpenBLAS held to one thread for the call. The setting is
+given back, errors reach the caller, and a forked child process convolves too."""
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+from threadpoolctl import threadpool_info
+
+from fastnn import kernels
+from fastnn.kernels.jit import winograd
+
+
+def blas_threads():
+    return [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+def layer(seed=0):
+    rng = np.random.default_rng(seed)
+    return {"x": rng.standard_normal((6, 16, 8, 8)), "w": rng.standard_normal((4, 16, 3, 3)),
+            "b": rng.standard_normal(4), "pad": 1}
+
+
+def test_blas_threads_are_held_to_one_during_the_call_and_given_back(monkeypatch):
+    before = blas_threads()
+    if not before:
+        pytest.skip("NumPy's BLAS is not one threadpoolctl knows")
+    monkeypatch.setattr(winograd, "batch_chunks", lambda N: min(N, 2))
+    seen = []
+    transform = winograd._transform_patches
+
+    def spy(*args):
+        seen.append(blas_threads())
+        return transform(*args)
+
+    monkeypatch.setattr(winograd, "_transform_patches", spy)
+    y, cache = kernels.get("jit").conv2d_forward(**layer())
+    assert cache[0] is winograd
+    assert len(seen) >= 2 and all(n == 1 for threads in seen for _, n in threads), seen
+    assert blas_threads() == before
+
+
+@pytest.mark.parametrize("failing_on", ["caller", "worker"])
+def test_an_error_in_any_part_reaches_the_caller_after_every_part_ended(monkeypatch, failing_on):
+    """An error in the caller's own part or in a worker's: raised by the call once every other
+    part has ended (they write into the call's arrays), the BLAS setting given back, and the next
+    call works (the workers were not lost)."""
+    before = blas_threads()
+    monkeypatch.setattr(winograd, "batch_chunks", lambda N: min(N, 3))
+    transform = winograd._transform_patches
+    ops = kernels.get("jit")
+    expected, _ = ops.conv2d_forward(**layer())
+    started, ended = [], []
+
+    def failing(*args):
+        on_worker = threading.current_thread().name.startswith("fastnn-winograd")
+        if on_worker == (failing_on == "worker"):
+            raise RuntimeError("planted")
+        started.append(1)
+        time.sleep(0.1)
+        ended.append(1)
+        return transform(*args)
+
+    monkeypatch.setattr(winograd, "_transform_patches", failing)
+    with pytest.raises(RuntimeError, match="planted"):
+        ops.conv2d_forward(**layer())
+    assert started and len(ended) == len(started)
+    assert blas_threads() == before
+    monkeypatch.setattr(winograd, "_transform_patches", transform)
+    y, _ = ops.conv2d_forward(**layer())
+    np.testing.assert_array_equal(y, expected)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
+def test_a_forked_child_convolves_with_threads_of_its_own():
+    """The parent's worker threads do not exist in a forked child: it makes its own (waiting on
+    the parent's would hang it)."""
+    ops = kernels.get("jit")
+    expected, _ = ops.conv2d_forward(**layer())  # the parent's workers exist now
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report the convolution's output through the pipe, then leave
+        try:
+            y, _ = ops.conv2d_forward(**layer())
+            os.write(write, y.tobytes())
+        finally:
+            os._exit(0)
+    os.close(write)
+    deadline = time.monotonic() + 60
+    while os.waitpid(pid, os.WNOHANG) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the forked child hung in the convolution")
+        time.sleep(0.05)
+    with os.fdopen(read, "rb") as pipe:
+        got = np.frombuffer(pipe.read(), expected.dtype)
+    np.testing.assert_array_equal(got.reshape(expected.shape), expected)
