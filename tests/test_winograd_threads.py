@@ -99,3 +99,31 @@ def test_a_forked_child_convolves_with_threads_of_its_own():
     with os.fdopen(read, "rb") as pipe:
         got = np.frombuffer(pipe.read(), expected.dtype)
     np.testing.assert_array_equal(got.reshape(expected.shape), expected)
+
+
+def test_calls_from_several_threads_at_once_give_each_its_own_result_and_the_setting_back(monkeypatch):
+    """Three program threads convolving at once (their calls take turns, jit/winograd.py): each
+    gets what it would alone, and OpenBLAS's setting is what it was before."""
+    before = blas_threads()
+    monkeypatch.setattr(winograd, "batch_chunks", lambda N: min(N, 2))
+    ops = kernels.get("jit")
+    layers = [layer(seed) for seed in range(3)]
+    alone = [ops.conv2d_forward(**inputs)[0] for inputs in layers]
+    start = threading.Barrier(len(layers))
+    results = [[] for _ in layers]
+
+    def convolve(i):
+        start.wait()
+        for _ in range(20):
+            results[i].append(ops.conv2d_forward(**layers[i])[0])
+
+    threads = [threading.Thread(target=convolve, args=(i,)) for i in range(len(layers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got, want in zip(results, alone):
+        assert len(got) == 20
+        for y in got:
+            np.testing.assert_array_equal(y, want)
+    assert blas_threads() == before

@@ -427,16 +427,19 @@ class _Plan:
 # instead of 500 and 13 s.
 _SCRATCH = threading.local()
 
-_workers = None  # a ThreadPoolExecutor, made on first use; see _in_parts
+_workers = None  # a ThreadPoolExecutor of _worker_count threads, made on first use; see _in_parts
+_worker_count = 0
 _blas = None  # threadpoolctl's handle on the BLAS libraries NumPy uses, made on first use
+_one_call = threading.Lock()  # held by the call whose parts run: see _in_parts
 
 
 def _forget_workers():
-    global _workers
-    _workers = None
+    """In a forked child: none of the parent's threads exist there, nor the holder of the lock."""
+    global _workers, _worker_count, _one_call
+    _workers, _worker_count, _one_call = None, 0, threading.Lock()
 
 
-os.register_at_fork(after_in_child=_forget_workers)  # a child process has none of the threads
+os.register_at_fork(after_in_child=_forget_workers)
 
 
 def _in_parts(work, N):
@@ -447,22 +450,28 @@ def _in_parts(work, N):
 
     Without that hold, OpenBLAS splits each product of more than 2^19 multiply-adds among its own
     threads, and two threads asking for that at once ran lenet's epochs 4x slower (2 MiB slices:
-    1,200 against 4,600 images/s)."""
+    1,200 against 4,600 images/s). The hold is one setting for the whole process, so calls from
+    several threads of a program take turns (each uses every core already): two holds that
+    overlapped could end in the wrong order and leave OpenBLAS on one thread."""
     parts = batch_chunks(N)
     bounds = [(k * N // parts, (k + 1) * N // parts) for k in range(parts)]
     if parts == 1:
         return [work(0, N)]
-    global _workers, _blas
-    if _workers is None or _workers._max_workers < parts - 1:
-        _workers = ThreadPoolExecutor(parts - 1, thread_name_prefix="fastnn-winograd")
-    if _blas is None:
-        _blas = ThreadpoolController().select(user_api="blas")
-    with _blas.limit(limits=1):
-        others = [_workers.submit(work, n0, n1) for n0, n1 in bounds[1:]]
-        try:
-            first = work(*bounds[0])
-        finally:
-            wait(others)  # the others write into the caller's arrays: never leave before they end
+    global _workers, _worker_count, _blas
+    with _one_call:
+        if _worker_count < parts - 1:
+            if _workers is not None:
+                _workers.shutdown(wait=False)
+            _workers = ThreadPoolExecutor(parts - 1, thread_name_prefix="fastnn-winograd")
+            _worker_count = parts - 1
+        if _blas is None:
+            _blas = ThreadpoolController().select(user_api="blas")
+        with _blas.limit(limits=1):
+            others = [_workers.submit(work, n0, n1) for n0, n1 in bounds[1:]]
+            try:
+                first = work(*bounds[0])
+            finally:
+                wait(others)  # the others write into the caller's arrays: never leave before they end
     return [first] + [future.result() for future in others]
 
 
