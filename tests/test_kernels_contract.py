@@ -193,6 +193,38 @@ def test_winograd_pooling_breaks_ties_and_routes_nan_as_maxpool_does(size, strid
 
 
 @pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 2, 7, 9)], ids=str)
+def test_winograd_tile_windows_pool_as_its_channels_last_pooling_does(shape, relu):
+    """2 x 2 pooling with stride 2 straight from the Winograd products (``_tile_windows``, whose
+    windows are the output tiles) picks what ``_pool_channels_last`` picks (checked against
+    maxpool2d above) on planes with ties, NaN and, through the ReLU, dead windows. The products
+    are chosen so that the output transform gives each tile's four pixels exactly: m[0] = z00,
+    m[3] = -z01, m[12] = -z10, m[15] = z11 and zeros (A^T m A adds each to one pixel only)."""
+    from fastnn.kernels.jit import winograd
+    rng = np.random.default_rng(sum(shape) + relu)
+    N, F, OH, OW = shape
+    TH, TW = (OH + 1) // 2, (OW + 1) // 2
+    z = rng.integers(-1, 3, size=shape).astype(np.float64)
+    z[rng.random(shape) < 0.15] = np.nan
+    tiles = np.zeros((N, F, 2 * TH, 2 * TW))
+    tiles[:, :, :OH, :OW] = z
+    M = np.zeros((16, N * TH * TW, F))
+    for k, sign, dh, dw in ((0, 1, 0, 0), (3, -1, 0, 1), (12, -1, 1, 0), (15, 1, 1, 1)):
+        M[k] = sign * tiles[:, :, dh::2, dw::2].transpose(0, 2, 3, 1).reshape(N * TH * TW, F)
+    b = np.zeros(F)
+    PH, PW = OH // 2, OW // 2
+    y, where = np.empty((N, F, PH, PW)), np.empty((N, F, PH, PW), np.int32)
+    want_y, want_where = np.empty_like(y), np.empty_like(where)
+    for n in range(N):
+        winograd._tile_windows(M, n * TH * TW, b, OW, relu, y[n], where[n])
+        z_last = np.ascontiguousarray(z[n].transpose(1, 2, 0))
+        winograd._pool_channels_last(z_last, 2, 2, relu, want_y[n], want_where[n])
+    assert np.isnan(y).any() and (not relu or (where == -1).any())
+    np.testing.assert_array_equal(y, want_y)
+    np.testing.assert_array_equal(where, want_where)
+
+
+@pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("size, stride", [(2, None), (3, 2), (1, 1), (2, 3)])
 @pytest.mark.parametrize("shape, pad", [((2, 16, 8, 10), 1), ((1, 17, 7, 9), 0), ((1, 16, 1, 1), 1),
                                         ((2, 4, 8, 10), 1), ((1, 5, 7, 9), 0),

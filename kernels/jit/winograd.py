@@ -245,6 +245,43 @@ def _tile_output_adjoint(dz, start, dM):
                 dM[12, i, f], dM[13, i, f], dM[14, i, f], dM[15, i, f] = -c10, -c11, -c12, -c13
 
 
+@njit(cache=CACHE, fastmath=FASTMATH)
+def _tile_windows(M, start, b, OW, relu, y, where):
+    """2 x 2 max-pooling with stride 2, whose windows are the output tiles: y[f, i, j] = the
+    largest of tile (i, j)'s four outputs (``_tile_output``'s), ReLU'd if ``relu``, and where[f, i, j]
+    its flat index h * OW + w, by ``_pool_channels_last``'s rules. M (16, T, F); y, where (F, PH, PW).
+    lenet's second layer, 5 images: 44 us, against 122 for ``_tile_output`` then the pooling."""
+    F, PH, PW = y.shape
+    TW = (OW + 1) // 2
+    zero = M.dtype.type(0)
+    for i in range(PH):
+        for j in range(PW):
+            t, flat = start + i * TW + j, 2 * i * OW + 2 * j
+            for f in range(F):
+                g00 = M[0, t, f] + M[4, t, f] + M[8, t, f]
+                g01 = M[1, t, f] + M[5, t, f] + M[9, t, f]
+                g02 = M[2, t, f] + M[6, t, f] + M[10, t, f]
+                g03 = M[3, t, f] + M[7, t, f] + M[11, t, f]
+                g10 = M[4, t, f] - M[8, t, f] - M[12, t, f]
+                g11 = M[5, t, f] - M[9, t, f] - M[13, t, f]
+                g12 = M[6, t, f] - M[10, t, f] - M[14, t, f]
+                g13 = M[7, t, f] - M[11, t, f] - M[15, t, f]
+                # The window's pixels in row order, the first maximum kept (NaN wins).
+                best, at = b[f] + g00 + g01 + g02, flat
+                v = b[f] + g01 - g02 - g03
+                take = _wins(v, best)
+                best, at = (v if take else best), (flat + 1 if take else at)
+                v = b[f] + g10 + g11 + g12
+                take = _wins(v, best)
+                best, at = (v if take else best), (flat + OW if take else at)
+                v = b[f] + g11 - g12 - g13
+                take = _wins(v, best)
+                best, at = (v if take else best), (flat + OW + 1 if take else at)
+                if relu:
+                    best, at = _relu_window(best, at, zero)
+                y[f, i, j], where[f, i, j] = best, at
+
+
 @njit(nogil=True, cache=CACHE)
 def _transform_patches(x, pad, V):
     """V[:, n * TH * TW + t] = image n's transformed patches. x (n, C, H, W); V (16, >= n TH TW, C)."""
@@ -335,8 +372,12 @@ def _pooled_outputs(M, b, OH, OW, size, stride, relu, y, where):
     F = y.shape[1]
     z_last = np.empty((OH, OW, F), M.dtype)
     for n in range(y.shape[0]):
-        _tile_output(M, n * ((OH + 1) // 2) * ((OW + 1) // 2), b, z_last)
-        _pool_channels_last(z_last, size, stride, relu, y[n], where[n])
+        start = n * ((OH + 1) // 2) * ((OW + 1) // 2)
+        if size == 2 and stride == 2:
+            _tile_windows(M, start, b, OW, relu, y[n], where[n])
+        else:
+            _tile_output(M, start, b, z_last)
+            _pool_channels_last(z_last, size, stride, relu, y[n], where[n])
 
 
 @njit(nogil=True, cache=CACHE)
@@ -509,6 +550,9 @@ def _backward(dy, where, state, input_grad):
     """dx (None without ``input_grad``), dw, db from dy, slice by slice: the transpose of ``_forward``."""
     plan, kept, U = state
     dx = np.empty((plan.N, plan.C, plan.H, plan.W), dy.dtype) if input_grad else None
+    # U[k]^T as contiguous (F, C) matrices: OpenBLAS took 190 us for a slice's dV (lenet) with
+    # the transposed view, 140 with this copy.
+    U_T = np.ascontiguousarray(U.transpose(0, 2, 1)) if input_grad else None
 
     def work(n0, n1):
         """This part's dU (16, F, C) and db (F,)."""
@@ -524,7 +568,7 @@ def _backward(dy, where, state, input_grad):
             # dU[k]^T = dM[k]^T V[k]: this order is the faster BLAS call.
             dU += np.matmul(dM[:, :T].transpose(0, 2, 1), kept[:, s0 * plan.tiles:s1 * plan.tiles])
             if input_grad:
-                np.matmul(dM[:, :T], U.transpose(0, 2, 1), out=dV[:, :T])
+                np.matmul(dM[:, :T], U_T, out=dV[:, :T])
                 _patches_adjoint(dV, plan.pad, dx[s0:s1])
         return dU, db
 
