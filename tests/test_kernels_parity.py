@@ -251,26 +251,33 @@ def test_jit_winograd_convolution_matches_reference(monkeypatch, op, seed, dtype
             ops.conv2d_maxpool2d_backward(dy, cache)
 
 
-@pytest.mark.parametrize("slice_bytes", [1, 1 << 20], ids=["image-slices", "part-slices"])
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("slice_images", [1, 2, 8], ids=lambda n: f"{n}-image-slices")
 @pytest.mark.parametrize("parts", [1, 2, 3, 7])
 @pytest.mark.parametrize("op", ["conv2d", "conv2d_maxpool2d"])
-def test_jit_winograd_matches_reference_whatever_the_batch_is_cut_into(monkeypatch, op, parts, slice_bytes):
-    """The batch cut into 1, 2, 3 or 7 parts, one per thread (seven images: parts of one and two
-    images, more threads than this machine has cores), each part in slices of one image or in one
-    slice: the reference's results (jit/winograd.py sums each part's dw and db, then the parts)."""
+def test_jit_winograd_matches_reference_whatever_the_batch_is_cut_into(monkeypatch, op, parts, slice_images, dtype):
+    """Eleven images cut into 1, 2, 3 or 7 parts, one per thread (parts of one to eleven images,
+    more threads than this machine has cores), each part in slices of one image, of two (and a
+    shorter last one) or in one slice: the reference's results (jit/winograd.py sums each part's
+    dw and db, then the parts), and in inference the same output."""
     from fastnn.kernels.jit import winograd
-    monkeypatch.setattr(winograd, "batch_chunks", lambda N: min(N, parts))
-    monkeypatch.setattr(winograd, "BATCH_SLICE_BYTES", slice_bytes)
     rng = np.random.default_rng(parts)
-    inputs = {"x": rng.standard_normal((7, 17, 9, 8)), "w": rng.standard_normal((6, 17, 3, 3)),
-              "b": rng.standard_normal(6), "stride": 1, "pad": 1}
+    N, C, H, W, F = 11, 17, 9, 8, 6
+    monkeypatch.setattr(winograd, "batch_chunks", lambda N: min(N, parts))
+    tiles = ((H + 1) // 2) * ((W + 1) // 2)  # pad 1: the output is H x W
+    monkeypatch.setattr(winograd, "BATCH_SLICE_BYTES", slice_images * 16 * tiles * C * np.dtype(dtype).itemsize)
+    inputs = {"x": rng.standard_normal((N, C, H, W)).astype(dtype), "w": rng.standard_normal((F, C, 3, 3)).astype(dtype),
+              "b": rng.standard_normal(F).astype(dtype), "stride": 1, "pad": 1}
     if op == "conv2d_maxpool2d":
         inputs.update(size=2, relu=True, pool_stride=None)
     dy = kernel_cases.draw_dy(rng, op, inputs)
     ops = kernels.get("jit")
     assert getattr(ops, f"{op}_forward")(**inputs)[1][0] is winograd, "the case must take the Winograd path"
     expected = kernel_cases.run(kernels.get("reference"), op, inputs, dy)
-    assert_matches("jit", op, inputs, kernel_cases.run(ops, op, inputs, dy), expected, "float64")
+    assert_matches("jit", op, inputs, kernel_cases.run(ops, op, inputs, dy), expected, dtype)
+    if op == "conv2d_maxpool2d":
+        y, _ = ops.conv2d_maxpool2d_forward(**inputs, need_backward=False)
+        assert_matches("jit", op, inputs, {"y": y}, {"y": expected["y"]}, dtype)
 
 
 def test_jit_winograd_calls_interleaved_give_the_results_of_calls_alone():

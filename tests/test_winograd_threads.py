@@ -6,9 +6,13 @@ import signal
 import threading
 import time
 
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from fastnn import kernels
 from fastnn.kernels.jit import winograd
@@ -16,6 +20,14 @@ from fastnn.kernels.jit import winograd
 
 def blas_threads():
     return [(lib["filepath"], lib["num_threads"]) for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+
+@pytest.fixture(autouse=True)
+def two_blas_threads():
+    """OpenBLAS on two threads for each test, whatever earlier tests left, so that "given back"
+    means back to 2, not to a 1 some other call left behind."""
+    with threadpool_limits(2, user_api="blas"):
+        yield
 
 
 def layer(seed=0):
@@ -28,6 +40,7 @@ def test_blas_threads_are_held_to_one_during_the_call_and_given_back(monkeypatch
     before = blas_threads()
     if not before:
         pytest.skip("NumPy's BLAS is not one threadpoolctl knows")
+    assert all(n == 2 for _, n in before)
     monkeypatch.setattr(winograd, "batch_chunks", lambda N: min(N, 2))
     seen = []
     transform = winograd._transform_patches
@@ -75,9 +88,10 @@ def test_an_error_in_any_part_reaches_the_caller_after_every_part_ended(monkeypa
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="no fork on this platform")
-def test_a_forked_child_convolves_with_threads_of_its_own():
+def test_a_forked_child_convolves_with_threads_of_its_own(monkeypatch):
     """The parent's worker threads do not exist in a forked child: it makes its own (waiting on
     the parent's would hang it)."""
+    monkeypatch.setattr(winograd, "batch_chunks", lambda N: min(N, 2))
     ops = kernels.get("jit")
     expected, _ = ops.conv2d_forward(**layer())  # the parent's workers exist now
     read, write = os.pipe()
@@ -127,3 +141,24 @@ def test_calls_from_several_threads_at_once_give_each_its_own_result_and_the_set
         for y in got:
             np.testing.assert_array_equal(y, want)
     assert blas_threads() == before
+
+
+def test_a_convolution_at_interpreter_exit_runs_on_the_calling_thread():
+    """In an ``atexit`` handler executors take no new work: the call does every part itself."""
+    program = textwrap.dedent("""
+        import atexit
+        import numpy as np
+        from fastnn import kernels
+        from fastnn.kernels.jit import winograd
+        winograd.batch_chunks = lambda N: min(N, 2)
+        x, w, b = np.ones((4, 16, 6, 6)), np.ones((2, 16, 3, 3)), np.zeros(2)
+        alone = kernels.get("jit").conv2d_forward(x, w, b, pad=1)[0]
+
+        def at_exit():
+            y = kernels.get("jit").conv2d_forward(x, w, b, pad=1)[0]
+            print("equal" if np.array_equal(y, alone) else "different")
+
+        atexit.register(at_exit)
+        """)
+    done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.strip() == "equal", done.stderr[-2000:]

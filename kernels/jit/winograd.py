@@ -14,7 +14,7 @@ with g_fc the 3 x 3 filter (f, c) and
 
 (in one dimension, y0 = g0 d0 + g1 d1 + g2 d2 and y1 = g0 d1 + g1 d2 + g2 d3 from four
 multiplications instead of six). For each of the 16 entries k of a transformed tile, the sum
-over channels is one matrix product over all T tiles of the batch:
+over channels is one matrix product over T tiles (those of a slice of the batch, below):
 
     M[k] (T, F) = V[k] (T, C) @ U[k] (C, F),    V = transformed patches, U = transformed filters,
 
@@ -67,7 +67,7 @@ first layers) the transforms cost 4x what the products save.
 """
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 
 import numpy as np
 from numba import njit
@@ -419,7 +419,8 @@ def _pooled_output_gradients(dy, where, OH, OW, dM, db):
 
 
 # Each thread runs every stage, transforms and products, over slices of its part of the batch
-# whose V (16, tiles, C) and M (16, tiles, F) take at most this many bytes each, so that a slice
+# whose V (16, tiles, C) and M (16, tiles, F) take at most this many bytes each (or one image,
+# if a single image's take more), so that a slice
 # stays in the core's L2 cache from one stage to the next (lenet's second layer: 5 images).
 # lenet's second layer at batch 64, forward and backward with the caches flushed between calls:
 # 9.2-10.0 ms, against 11.8-13.9 ms when each stage ran on the whole batch (16 MiB slices) in turn,
@@ -493,7 +494,8 @@ def _in_parts(work, N):
     threads, and two threads asking for that at once ran lenet's epochs 4x slower (2 MiB slices:
     1,200 against 4,600 images/s). The hold is one setting for the whole process, so calls from
     several threads of a program take turns (each uses every core already): two holds that
-    overlapped could end in the wrong order and leave OpenBLAS on one thread."""
+    overlapped could end in the wrong order and leave OpenBLAS on one thread. (A child process
+    forked during a call keeps the one-thread setting.)"""
     parts = batch_chunks(N)
     bounds = [(k * N // parts, (k + 1) * N // parts) for k in range(parts)]
     if parts == 1:
@@ -508,12 +510,25 @@ def _in_parts(work, N):
         if _blas is None:
             _blas = ThreadpoolController().select(user_api="blas")
         with _blas.limit(limits=1):
-            others = [_workers.submit(work, n0, n1) for n0, n1 in bounds[1:]]
+            others = []
             try:
+                for n0, n1 in bounds[1:]:
+                    others.append(_submit(work, n0, n1))
                 first = work(*bounds[0])
             finally:
                 wait(others)  # the others write into the caller's arrays: never leave before they end
     return [first] + [future.result() for future in others]
+
+
+def _submit(work, n0, n1):
+    """A future of work(n0, n1) on a worker thread, or, once the interpreter is exiting (when
+    executors take no new work: a convolution in an ``atexit`` handler), done on this thread."""
+    try:
+        return _workers.submit(work, n0, n1)
+    except RuntimeError:
+        done = Future()
+        done.set_result(work(n0, n1))
+        return done
 
 
 def _forward(x, w, b, pad, pooling, keep):
