@@ -17,6 +17,9 @@ threads of one pool do decides how fast the other runs. fastnn sets three defaul
   another process. (Always sleeping cost seed_cnn a quarter of its speed at batch 64;
   spinning without limit halved lenet's.)
 
+The jit backend's Winograd convolution (``kernels/jit/winograd.py``) has worker threads of its
+own besides, and holds OpenBLAS to one thread, process-wide, while it runs.
+
 OpenBLAS reads its variable when NumPy is first imported, so it takes effect only when fastnn
 is imported before NumPy (as the ``fastnn`` command, the scripts and the benchmarks do); a
 program that imports NumPy first should set it in its environment.
