@@ -190,6 +190,23 @@ def _patch_transform_adjoint(dV, start, d_padded):
                 r3[s + 3, c] -= f33
 
 
+@njit(cache=CACHE, fastmath=FASTMATH, inline="always")
+def _tile_pixels(M, t, f, bias):
+    """Tile t's four outputs for filter f, bias + A^T m A with m[k] = M[k, t, f]: the pixels
+    (0, 0), (0, 1), (1, 0), (1, 1) of the tile. M (16, T, F)."""
+    # Rows (A^T m): g_a[j] for the four columns j.
+    g00 = M[0, t, f] + M[4, t, f] + M[8, t, f]
+    g01 = M[1, t, f] + M[5, t, f] + M[9, t, f]
+    g02 = M[2, t, f] + M[6, t, f] + M[10, t, f]
+    g03 = M[3, t, f] + M[7, t, f] + M[11, t, f]
+    g10 = M[4, t, f] - M[8, t, f] - M[12, t, f]
+    g11 = M[5, t, f] - M[9, t, f] - M[13, t, f]
+    g12 = M[6, t, f] - M[10, t, f] - M[14, t, f]
+    g13 = M[7, t, f] - M[11, t, f] - M[15, t, f]
+    return (bias + g00 + g01 + g02, bias + g01 - g02 - g03,
+            bias + g10 + g11 + g12, bias + g11 - g12 - g13)
+
+
 @njit(cache=CACHE, fastmath=FASTMATH)
 def _tile_output(M, start, b, z):
     """z[2 ty + a, 2 tx + b', f] = b[f] + (A^T m A)[a, b'] with m[k] = M[k, start + ty * TW + tx, f],
@@ -201,22 +218,14 @@ def _tile_output(M, start, b, z):
         for tx in range(TW):
             i, w = start + ty * TW + tx, 2 * tx
             for f in range(F):
-                # Rows (A^T m): g_a[j] for the four columns j.
-                g00 = M[0, i, f] + M[4, i, f] + M[8, i, f]
-                g01 = M[1, i, f] + M[5, i, f] + M[9, i, f]
-                g02 = M[2, i, f] + M[6, i, f] + M[10, i, f]
-                g03 = M[3, i, f] + M[7, i, f] + M[11, i, f]
-                g10 = M[4, i, f] - M[8, i, f] - M[12, i, f]
-                g11 = M[5, i, f] - M[9, i, f] - M[13, i, f]
-                g12 = M[6, i, f] - M[10, i, f] - M[14, i, f]
-                g13 = M[7, i, f] - M[11, i, f] - M[15, i, f]
-                z[h, w, f] = b[f] + g00 + g01 + g02
+                p00, p01, p10, p11 = _tile_pixels(M, i, f, b[f])
+                z[h, w, f] = p00
                 if w + 1 < OW:
-                    z[h, w + 1, f] = b[f] + g01 - g02 - g03
+                    z[h, w + 1, f] = p01
                 if h + 1 < OH:
-                    z[h + 1, w, f] = b[f] + g10 + g11 + g12
+                    z[h + 1, w, f] = p10
                     if w + 1 < OW:
-                        z[h + 1, w + 1, f] = b[f] + g11 - g12 - g13
+                        z[h + 1, w + 1, f] = p11
 
 
 @njit(cache=CACHE, fastmath=FASTMATH)
@@ -250,7 +259,7 @@ def _tile_windows(M, start, b, OW, relu, y, where):
     """2 x 2 max-pooling with stride 2, whose windows are the output tiles: y[f, i, j] = the
     largest of tile (i, j)'s four outputs (``_tile_output``'s), ReLU'd if ``relu``, and where[f, i, j]
     its flat index h * OW + w, by ``_pool_channels_last``'s rules. M (16, T, F); y, where (F, PH, PW).
-    lenet's second layer, 5 images: 44 us, against 122 for ``_tile_output`` then the pooling."""
+    lenet's second layer, 5 images: 47 us, against 66 for ``_tile_output`` then the pooling."""
     F, PH, PW = y.shape
     TW = (OW + 1) // 2
     zero = M.dtype.type(0)
@@ -258,25 +267,15 @@ def _tile_windows(M, start, b, OW, relu, y, where):
         for j in range(PW):
             t, flat = start + i * TW + j, 2 * i * OW + 2 * j
             for f in range(F):
-                g00 = M[0, t, f] + M[4, t, f] + M[8, t, f]
-                g01 = M[1, t, f] + M[5, t, f] + M[9, t, f]
-                g02 = M[2, t, f] + M[6, t, f] + M[10, t, f]
-                g03 = M[3, t, f] + M[7, t, f] + M[11, t, f]
-                g10 = M[4, t, f] - M[8, t, f] - M[12, t, f]
-                g11 = M[5, t, f] - M[9, t, f] - M[13, t, f]
-                g12 = M[6, t, f] - M[10, t, f] - M[14, t, f]
-                g13 = M[7, t, f] - M[11, t, f] - M[15, t, f]
                 # The window's pixels in row order, the first maximum kept (NaN wins).
-                best, at = b[f] + g00 + g01 + g02, flat
-                v = b[f] + g01 - g02 - g03
-                take = _wins(v, best)
-                best, at = (v if take else best), (flat + 1 if take else at)
-                v = b[f] + g10 + g11 + g12
-                take = _wins(v, best)
-                best, at = (v if take else best), (flat + OW if take else at)
-                v = b[f] + g11 - g12 - g13
-                take = _wins(v, best)
-                best, at = (v if take else best), (flat + OW + 1 if take else at)
+                best, v01, v10, v11 = _tile_pixels(M, t, f, b[f])
+                at = flat
+                take = _wins(v01, best)
+                best, at = (v01 if take else best), (flat + 1 if take else at)
+                take = _wins(v10, best)
+                best, at = (v10 if take else best), (flat + OW if take else at)
+                take = _wins(v11, best)
+                best, at = (v11 if take else best), (flat + OW + 1 if take else at)
                 if relu:
                     best, at = _relu_window(best, at, zero)
                 y[f, i, j], where[f, i, j] = best, at
