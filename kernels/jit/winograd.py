@@ -418,13 +418,13 @@ def _pooled_output_gradients(dy, where, OH, OW, dM, db):
 
 
 # Each thread runs every stage, transforms and products, over slices of its part of the batch
-# whose V (16, tiles, C) and M (16, tiles, F) take at most this many bytes each (or one image,
-# if a single image's take more), so that a slice
-# stays in the core's L2 cache from one stage to the next (lenet's second layer: 5 images).
-# lenet's second layer at batch 64, forward and backward with the caches flushed between calls:
-# 9.2-10.0 ms, against 11.8-13.9 ms when each stage ran on the whole batch (16 MiB slices) in turn,
-# the transforms on Numba's threads and the products on OpenBLAS's. lenet epochs at batch 64 with
-# 0.5, 1, 2 and 4 MiB here: 4,400-4,700, 4,600-5,100, 4,500-4,750 and 4,570-4,860 images/s.
+# whose V (16, tiles, C) and M (16, tiles, F) take at most this many bytes each (or one image's,
+# if more), so that a slice stays in the core's L2 cache from one stage to the next (lenet's
+# second layer: 5 images). That layer at batch 64, forward and backward with the caches flushed
+# between calls: 9.2-10.0 ms, against 11.8-13.9 ms when each stage ran on the whole batch (16 MiB
+# slices) in turn, the transforms on Numba's threads and the products on OpenBLAS's. lenet epochs
+# at batch 64 with 0.5, 1, 2 and 4 MiB: 4,400-4,700, 4,600-5,100, 4,500-4,750 and 4,570-4,860
+# images/s.
 BATCH_SLICE_BYTES = 1 << 20
 
 
