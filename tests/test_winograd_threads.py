@@ -1,14 +1,14 @@
-"""The threads of the jit backend's Winograd convolution (kernels/jit/winograd.py): each runs one
-part of the batch on worker threads with OpenBLAS held to one thread for the call. The setting is
-given back, errors reach the caller, and a forked child process convolves too."""
+"""The threads of the jit backend's Winograd convolution (kernels/jit/winograd.py): the caller and
+worker threads each run one part of the batch, with OpenBLAS held to one thread for the call. The
+setting is given back, errors reach the caller, calls from several threads take turns, and a
+forked child and a call at interpreter exit convolve too."""
 import os
 import signal
-import threading
-import time
-
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 
 import numpy as np
 import pytest
