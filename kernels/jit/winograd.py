@@ -369,10 +369,11 @@ def _pooled_outputs(M, b, OH, OW, size, stride, relu, y, where):
     """y (n, F, PH, PW) = max-pooling (ReLU'd if ``relu``) of the OH x OW convolution output
     given by ``_outputs``'s M and b, and where (n, F, PH, PW): see ``_pool_channels_last``."""
     F = y.shape[1]
-    z_last = np.empty((OH, OW, F), M.dtype)
+    tile_windows = size == 2 and stride == 2  # the windows are the tiles: no output plane needed
+    z_last = np.empty((0 if tile_windows else OH, OW, F), M.dtype)
     for n in range(y.shape[0]):
         start = n * ((OH + 1) // 2) * ((OW + 1) // 2)
-        if size == 2 and stride == 2:
+        if tile_windows:
             _tile_windows(M, start, b, OW, relu, y[n], where[n])
         else:
             _tile_output(M, start, b, z_last)
@@ -572,7 +573,7 @@ def _backward(dy, where, state, input_grad):
         """This part's dU (16, F, C) and db (F,)."""
         dM = plan.buffer(plan.F, dy.dtype, scratch="dM")
         dV = plan.buffer(plan.C, dy.dtype, scratch="dV") if input_grad else None
-        dU = np.zeros((16, plan.F, plan.C), dy.dtype)
+        dU, dU_slice = np.zeros((16, plan.F, plan.C), dy.dtype), np.empty((16, plan.F, plan.C), dy.dtype)
         db = np.zeros(plan.F, dy.dtype)
         for s0, s1, T in plan.slices(n0, n1):
             if where is None:
@@ -580,7 +581,7 @@ def _backward(dy, where, state, input_grad):
             else:
                 _pooled_output_gradients(dy[s0:s1], where[s0:s1], plan.OH, plan.OW, dM, db)
             # dU[k]^T = dM[k]^T V[k]: this order is the faster BLAS call.
-            dU += np.matmul(dM[:, :T].transpose(0, 2, 1), kept[:, s0 * plan.tiles:s1 * plan.tiles])
+            dU += np.matmul(dM[:, :T].transpose(0, 2, 1), kept[:, s0 * plan.tiles:s1 * plan.tiles], out=dU_slice)
             if input_grad:
                 np.matmul(dM[:, :T], U_T, out=dV[:, :T])
                 _patches_adjoint(dV, plan.pad, dx[s0:s1])
