@@ -124,6 +124,32 @@ def first_maximum_or_nan_gradient(x, dy, size, stride):
     return dx
 
 
+@pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("shape", [(2, 1, 8, 10), (1, 1, 7, 9)], ids=str)
+def test_jit_phase_planes_3x3_pooling_routes_nan_as_the_reference(shape, relu):
+    """The 3 x 3 kernels' own loop in jit/phases.py (2 x 2 windows at stride 2): with NaN among
+    small integers in x, a window holding NaN gives NaN and takes the gradient, ties go to the
+    first maximum, as in the reference (whose dense sums put NaN in the same outputs: 0 * NaN)."""
+    from fastnn.kernels.jit import phases
+    rng = np.random.default_rng(sum(shape))
+    x = rng.integers(-1, 3, size=shape).astype(np.float64)
+    x[rng.random(shape) < 0.05] = np.nan
+    w = np.zeros((2, 1, 3, 3))
+    w[0, 0, 1, 1] = w[1, 0, 0, 2] = 1
+    options = dict(stride=1, pad=1, size=2, relu=relu)
+    ops, reference = kernels.get("jit"), kernels.get("reference")
+    y, cache = ops.conv2d_maxpool2d_forward(x, w, np.zeros(2), **options)
+    assert cache[0] is phases
+    expected_y, expected_cache = reference.conv2d_maxpool2d_forward(x, w, np.zeros(2), **options)
+    assert np.isnan(expected_y).any() and not np.isnan(expected_y).all()
+    np.testing.assert_array_equal(y, expected_y)
+    dy = rng.standard_normal(y.shape)
+    dx, _, db = ops.conv2d_maxpool2d_backward(dy, cache)
+    expected_dx, _, expected_db = reference.conv2d_maxpool2d_backward(dy, expected_cache)
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, expected_db, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 2, 7, 9)], ids=str)
 @pytest.mark.parametrize("size, stride", [(2, None), (3, 2)])
 @pytest.mark.parametrize("dtype", DTYPES)

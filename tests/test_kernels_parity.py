@@ -207,6 +207,43 @@ def test_jit_narrow_linear_split_over_threads_matches_reference(monkeypatch, see
     assert_matches("jit", "linear", inputs, {"dw": dw, "db": db}, {"dw": expected["dw"], "db": expected["db"]}, dtype)
 
 
+def phase_3x3_case(seed, dtype):
+    """(inputs, dy) for a conv2d_maxpool2d that the jit backend does by phase planes with the
+    3 x 3 kernels' own loops (jit/phases.py: one input channel, 3 x 3 kernels, 2 x 2 windows at
+    stride 2): odd and even sizes from the smallest that has a window, batch 1, 1 to 11 filters
+    (not only multiples of 4), padding 0 to 2, a ReLU or not, non-contiguous inputs."""
+    rng = np.random.default_rng([seed, 1352])
+    N, F = rng.integers(1, 7), rng.integers(1, 12)
+    pad = int(rng.integers(0, 3))
+    H, W = rng.integers(4 - 2 * pad, 18, size=2)  # the convolution's output 2 x 2 or larger
+    inputs = {"x": kernel_cases.relayout(rng, rng.standard_normal((N, 1, H, W)).astype(dtype)),
+              "w": kernel_cases.relayout(rng, rng.standard_normal((F, 1, 3, 3)).astype(dtype)),
+              "b": rng.standard_normal(F).astype(dtype), "stride": 1, "pad": pad,
+              "size": 2, "pool_stride": None if rng.random() < 0.5 else 2, "relu": bool(rng.random() < 0.5)}
+    return inputs, kernel_cases.draw_dy(rng, "conv2d_maxpool2d", inputs)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("seed", range(40), ids=lambda seed: f"case{seed}")
+def test_jit_phase_planes_3x3_kernels_match_reference(seed, dtype):
+    """The 3 x 3 kernels' forward loop (``_correlate_pool_3x3``) and weight gradient loop
+    (``_weight_grad_3x3``), with dx (then also the general scatter) and without; inference."""
+    from fastnn.kernels.jit import phases
+    inputs, dy = phase_3x3_case(seed, dtype)
+    assert phases._takes_3x3_windows(3, 3, inputs["size"], inputs["pool_stride"] or inputs["size"])
+    ops = kernels.get("jit")
+    _, cache = ops.conv2d_maxpool2d_forward(**inputs)
+    assert cache[0] is phases, "the case must take the phase planes' path"
+    op = "conv2d_maxpool2d"
+    expected = kernel_cases.run(kernels.get("reference"), op, inputs, dy)
+    assert_matches("jit", op, inputs, kernel_cases.run(ops, op, inputs, dy), expected, dtype)
+    dx, dw, db = ops.conv2d_maxpool2d_backward(dy, cache, input_grad=False)
+    assert dx is None
+    assert_matches("jit", op, inputs, {"dw": dw, "db": db}, {"dw": expected["dw"], "db": expected["db"]}, dtype)
+    y, cache = ops.conv2d_maxpool2d_forward(**inputs, need_backward=False)
+    assert_matches("jit", op, inputs, {"y": y}, {"y": expected["y"]}, dtype)
+
+
 def winograd_case(op, seed, dtype):
     """(inputs, dy): a stride-1 3 x 3 convolution that the jit backend does by Winograd's method
     (jit/winograd.py: enough input channels, a small plane), for ``conv2d`` or, with a ReLU or not
