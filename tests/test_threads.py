@@ -8,7 +8,7 @@ import sys
 import pytest
 
 
-DEFAULTS = {"OPENBLAS_THREAD_TIMEOUT": "20", "OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "10000"}
+DEFAULTS = {"OPENBLAS_THREAD_TIMEOUT": "20", "OMP_WAIT_POLICY": "ACTIVE", "GOMP_SPINCOUNT": "30000"}
 PROBE = ("import json, os, sys; import fastnn; "
          f"print(json.dumps([{{k: os.environ.get(k) for k in {list(DEFAULTS)}}}, 'numpy' in sys.modules]))")
 
