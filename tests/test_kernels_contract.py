@@ -124,6 +124,24 @@ def first_maximum_or_nan_gradient(x, dy, size, stride):
     return dx
 
 
+@pytest.mark.parametrize("size", [11, 12])
+def test_jit_phase_planes_take_windows_whose_phases_fit_an_int8(size):
+    """jit/phases.py numbers a window's phases in an int8: windows up to 11 x 11 (121 phases) go
+    by phase planes, larger ones by the direct method; both give the reference's results."""
+    from fastnn.kernels.jit import phases
+    rng = np.random.default_rng(size)
+    x = rng.standard_normal((2, 1, 15, 16))
+    w, b = rng.standard_normal((3, 1, 3, 3)), rng.standard_normal(3)
+    ops, reference = kernels.get("jit"), kernels.get("reference")
+    y, cache = ops.conv2d_maxpool2d_forward(x, w, b, pad=1, size=size, pool_stride=2)
+    assert cache[0] is (phases if size == 11 else None)
+    expected_y, expected_cache = reference.conv2d_maxpool2d_forward(x, w, b, pad=1, size=size, pool_stride=2)
+    dy = rng.standard_normal(y.shape)
+    np.testing.assert_allclose(y, expected_y, rtol=1e-12, atol=1e-12)
+    for got, want in zip(ops.conv2d_maxpool2d_backward(dy, cache), reference.conv2d_maxpool2d_backward(dy, expected_cache)):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("relu", [False, True])
 @pytest.mark.parametrize("shape", [(2, 1, 8, 10), (1, 1, 7, 9)], ids=str)
 def test_jit_phase_planes_3x3_pooling_routes_nan_as_the_reference(shape, relu):

@@ -128,7 +128,7 @@ def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None,
     if winograd.suits(x, w, stride, pad):
         y, state = winograd.conv2d_maxpool2d_forward(x, w, b, pad, size, pool_stride, relu, PH, PW, keep)
         return y, (winograd, state)
-    if phases.suits(x):
+    if phases.suits(x, size):
         y, state = phases.conv2d_maxpool2d_forward(x, w, b, pad, size, pool_stride, relu, PH, PW, keep)
         return y, (phases, state)
     y, where, shifted = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW, keep,
