@@ -45,7 +45,8 @@ never stored), and ``_weight_grad_3x3`` sums dw and db from dy, phase and Q in o
 built only for dx's scatter). Same results as the general kernels, summed in another order.
 Against those (Z, then dZ, written and read again), at batch 64, 2 threads, the whole op timed
 in a loop (medians of 500 calls, forward / backward without dx, us): seed_cnn's layer 181 / 94
--> 127 / 63, lenet's first layer 640 / 394 -> 390 / 266.
+-> 127 / 63 (forward 98 with ``_phase_copies``'s whole rows), lenet's first layer 640 / 394 ->
+390 / 266.
 
 Non-finite inputs: dw sums each window's gradient times the input under it, so convolution
 outputs that no window reads never reach dw, and windows that overlap on one maximum add
@@ -56,12 +57,13 @@ reference's. Finite inputs give neither.
 
 Where it is used (``suits``): one input channel, windows of at most 11 x 11 (phases are int8,
 a quarter of int32's memory: seed_cnn's epochs about 3% faster). Against ``fused.py``'s direct
-method, batch 64, 2 x 2 pooling, 2 threads, forward / backward without dx (ms): C = 1 on 28 x 28, 8 filters
-(seed_cnn) 0.34 / 0.08 -> 0.18 / 0.09 in a loop, 0.44 -> 0.28 forward inside an epoch; 32
-filters (lenet) 1.21 / 0.50 -> 0.65 / 0.42; 5 x 5 kernels, 16 filters 1.58 / 0.66 -> 0.70 / 0.46.
-With more channels the convolution outweighs the pooling and the phase planes' short loops
-(PH * PW values, against OH * OW) lose: C = 3 on 14 x 14 0.32 / 0.14 -> 0.33 / 0.20, C = 8 0.61 /
-0.30 -> 0.75 / 0.46, and a backward pass with dx costs 15-50% more (dZ, then the scatter).
+method, batch 64, 2 x 2 pooling, 2 threads, forward / backward without dx (ms), before the 3 x 3
+loops above: C = 1 on 28 x 28, 8 filters (seed_cnn) 0.34 / 0.08 -> 0.18 / 0.09 in a loop,
+0.44 -> 0.28 forward inside an epoch; 32 filters (lenet) 1.21 / 0.50 -> 0.65 / 0.42; 5 x 5
+kernels, 16 filters 1.58 / 0.66 -> 0.70 / 0.46. With more channels the convolution outweighs the
+pooling and the phase planes' short loops (PH * PW values, against OH * OW) lose: C = 3 on
+14 x 14 0.32 / 0.14 -> 0.33 / 0.20, C = 8 0.61 / 0.30 -> 0.75 / 0.46, and a backward pass with
+dx costs 15-50% more (dZ, then the scatter).
 """
 import numpy as np
 from numba import njit, prange
