@@ -142,30 +142,67 @@ def test_jit_phase_planes_take_windows_whose_phases_fit_an_int8(size):
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("relu", [False, True])
+@pytest.mark.parametrize("pad", [0, 1, 2])
 @pytest.mark.parametrize("shape", [(2, 1, 8, 10), (1, 1, 7, 9)], ids=str)
-def test_jit_phase_planes_3x3_pooling_routes_nan_as_the_reference(shape, relu):
-    """The 3 x 3 kernels' own loop in jit/phases.py (2 x 2 windows at stride 2): with NaN among
-    small integers in x, a window holding NaN gives NaN and takes the gradient, ties go to the
-    first maximum, as in the reference (whose dense sums put NaN in the same outputs: 0 * NaN)."""
+def test_jit_phase_planes_3x3_pooling_routes_ties_and_nan_as_the_reference(shape, pad, relu, dtype):
+    """The 3 x 3 kernels' own loops in jit/phases.py (2 x 2 windows at stride 2): on small
+    integers, filters that copy a pixel (exact sums: windows tie, ReLU'd maxima are exactly 0),
+    with NaN among them or not: y equal (NaN where the reference has it: its dense sums put NaN
+    in the same outputs, 0 * NaN), ties to the first maximum and NaN taking the gradient as in
+    the reference (dx, db); dw too where x is finite."""
     from fastnn.kernels.jit import phases
-    rng = np.random.default_rng(sum(shape))
-    x = rng.integers(-1, 3, size=shape).astype(np.float64)
-    x[rng.random(shape) < 0.05] = np.nan
-    w = np.zeros((2, 1, 3, 3))
+    rng = np.random.default_rng([sum(shape), pad])
+    x = rng.integers(-1, 3, size=shape).astype(dtype)
+    w = np.zeros((2, 1, 3, 3), dtype)
     w[0, 0, 1, 1] = w[1, 0, 0, 2] = 1
-    options = dict(stride=1, pad=1, size=2, relu=relu)
+    b = np.zeros(2, dtype)
+    options = dict(stride=1, pad=pad, size=2, relu=relu)
     ops, reference = kernels.get("jit"), kernels.get("reference")
-    y, cache = ops.conv2d_maxpool2d_forward(x, w, np.zeros(2), **options)
-    assert cache[0] is phases
-    expected_y, expected_cache = reference.conv2d_maxpool2d_forward(x, w, np.zeros(2), **options)
-    assert np.isnan(expected_y).any() and not np.isnan(expected_y).all()
-    np.testing.assert_array_equal(y, expected_y)
-    dy = rng.standard_normal(y.shape)
-    dx, _, db = ops.conv2d_maxpool2d_backward(dy, cache)
-    expected_dx, _, expected_db = reference.conv2d_maxpool2d_backward(dy, expected_cache)
-    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(db, expected_db, rtol=1e-12, atol=1e-12)
+    for with_nan in (False, True):
+        if with_nan:
+            x[rng.random(shape) < 0.05] = np.nan
+        y, cache = ops.conv2d_maxpool2d_forward(x, w, b, **options)
+        assert cache[0] is phases
+        expected_y, expected_cache = reference.conv2d_maxpool2d_forward(x, w, b, **options)
+        assert np.isnan(expected_y).any() == with_nan and not np.isnan(expected_y).all()
+        np.testing.assert_array_equal(y, expected_y)
+        dy = rng.integers(-3, 4, size=y.shape).astype(dtype)  # exact sums in either order
+        got = ops.conv2d_maxpool2d_backward(dy, cache)
+        expected = reference.conv2d_maxpool2d_backward(dy, expected_cache)
+        for name, have, want in zip(("dx", "dw", "db"), got, expected):
+            if name != "dw" or not with_nan:
+                np.testing.assert_array_equal(have, want, err_msg=name)
+
+
+@pytest.mark.parametrize("stride", [1, 2, 3])
+@pytest.mark.parametrize("size", [1, 2, 3])
+@pytest.mark.parametrize("K", [1, 2, 3])
+@pytest.mark.parametrize("pad", [0, 1])
+def test_jit_phase_copies_read_nothing_outside_the_image(pad, K, size, stride):
+    """jit/phases.py's ``_phase_copies`` on images of 3 to 10 rows and columns that are the start of
+    a longer buffer of NaN: Q equals its definition (zero outside the padded image), so neither
+    the whole-row path nor the clipping one reads a pixel past the image."""
+    from fastnn.kernels.jit import phases
+    rng = np.random.default_rng([pad, K, size, stride])
+    for H, W in rng.integers(3, 11, size=(6, 2)):
+        OH, OW = H + 2 * pad - K + 1, W + 2 * pad - K + 1
+        if min(OH, OW) < size:
+            continue
+        PH, PW = (OH - size) // stride + 1, (OW - size) // stride + 1
+        classes, rows, B = min(stride, size + K - 1), PH + (size + K - 2) // stride, size + K - 1
+        buffer = np.full(3 * H * W, np.nan)
+        src = buffer[:H * W].reshape(1, H, W)
+        src[:] = rng.standard_normal((1, H, W))
+        Q = np.full((1, classes, B, rows * PW), -1.0)
+        phases._phase_copies(src, pad, stride, PW, Q)
+        padded = np.zeros((stride * rows + classes + H, stride * PW + B + W))
+        padded[pad:pad + H, pad:pad + W] = src[0]
+        for r in range(classes):
+            for b_ in range(B):
+                expected = padded[r:r + stride * rows:stride, b_:b_ + stride * PW:stride]
+                np.testing.assert_array_equal(Q[0, r, b_].reshape(rows, PW), expected)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 8, 10), (1, 2, 7, 9)], ids=str)

@@ -210,8 +210,9 @@ def test_jit_narrow_linear_split_over_threads_matches_reference(monkeypatch, see
 def phase_3x3_case(seed, dtype):
     """(inputs, dy) for a conv2d_maxpool2d that the jit backend does by phase planes with the
     3 x 3 kernels' own loops (jit/phases.py: one input channel, 3 x 3 kernels, 2 x 2 windows at
-    stride 2): odd and even sizes from the smallest that has a window, batch 1, 1 to 11 filters
-    (not only multiples of 4), padding 0 to 2, a ReLU or not, non-contiguous inputs."""
+    stride 2): odd and even sizes from the smallest that has a window (with padding 2, images of
+    no rows or columns), batches of 1 to 6, 1 to 11 filters (not only multiples of 4), padding 0
+    to 2, a ReLU or not, non-contiguous inputs."""
     rng = np.random.default_rng([seed, 1352])
     N, F = rng.integers(1, 7), rng.integers(1, 12)
     pad = int(rng.integers(0, 3))

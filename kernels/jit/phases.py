@@ -72,7 +72,7 @@ from ._config import CACHE, FASTMATH, batch_chunks, prange_only
 from .conv2d import _add_dots4x3, _correlate_transpose, _madd4x3, _sum_partials, _unshift_add
 from .maxpool2d import _relu_window, _wins
 
-MAX_PHASES = np.iinfo(np.int8).max  # phases 0..S-1 and -1 fit an int8 when S <= 127
+MAX_PHASES = np.iinfo(np.int8).max  # S <= 127 phases: every phase (0..S-1, or -1) fits an int8
 
 
 def suits(x, size):
