@@ -534,7 +534,7 @@ def load_jit_kernels(model, optimizer, criterion, sample, log=print):
     loader of a couple of images) and evaluate on it: the run's own weights, optimizer state,
     batch-norm statistics and random generators are left as they were. Logs a line before, and
     one after if it took long (a compile, once per machine)."""
-    log("loading the jit kernels (the first run on a machine compiles and caches them, up to half a minute)")
+    log("loading the jit kernels (the first run on a machine compiles and caches them, about half a minute)")
     start = time.perf_counter()
     model, optimizer, criterion = copy.deepcopy((model, optimizer, criterion))
     train_epoch(model, sample, criterion, optimizer, progress=False)
