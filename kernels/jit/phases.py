@@ -70,7 +70,7 @@ from numba import njit, prange
 
 from ._config import CACHE, FASTMATH, batch_chunks, prange_only
 from .conv2d import _add_dots4x3, _correlate_transpose, _madd4x3, _sum_partials, _unshift_add
-from .maxpool2d import _relu_window, _wins
+from .maxpool2d import _first_maximum_of_four, _relu_window, _wins
 
 MAX_PHASES = np.iinfo(np.int8).max  # S <= 127 phases: every phase (0..S-1, or -1) fits an int8
 
@@ -269,13 +269,7 @@ def _correlate_pool_3x3(Q, PW, w, bias, relu, y, phase):
                   + (w20 * x30 + w21 * x31 + w22 * x32))
             z3 = (b + (w00 * x11 + w01 * x12 + w02 * x13) + (w10 * x21 + w11 * x22 + w12 * x23)
                   + (w20 * x31 + w21 * x32 + w22 * x33))
-            best, at = z0, 0
-            wins = _wins(z1, best)
-            best, at = (z1 if wins else best), (1 if wins else at)
-            wins = _wins(z2, best)
-            best, at = (z2 if wins else best), (2 if wins else at)
-            wins = _wins(z3, best)
-            best, at = (z3 if wins else best), (3 if wins else at)
+            best, at = _first_maximum_of_four(z0, z1, z2, z3, 0, 1, 2, 3)  # phases in the window's row order
             if relu:
                 best, at = _relu_window(best, at, zero)
             best_row[k], at_row[k] = best, at
@@ -368,7 +362,7 @@ def _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, input_grad, chun
     db_parts = np.zeros((chunks, F), dtype)
     three = _takes_3x3_windows(KH, KW, size, stride)
     for k in prange(chunks):
-        dZ = np.empty((F, S, n), dtype)
+        dZ = np.empty((F if input_grad or not three else 0, S, n), dtype)
         d_shifted = np.empty((C, KW, OH + KH - 1, OW), dtype)
         # Each dz[f] flat, with KH - 1 rows of zeros before and after (see _correlate_transpose).
         dy_padded = np.zeros((F, (OH + 2 * (KH - 1)) * OW), dtype)

@@ -74,7 +74,7 @@ from numba import njit
 from threadpoolctl import ThreadpoolController
 
 from ._config import CACHE, FASTMATH, batch_chunks
-from .maxpool2d import _relu_window, _wins
+from .maxpool2d import _first_maximum_of_four, _relu_window, _wins
 
 MIN_CHANNELS = 16
 MAX_PLANE = 16 * 16
@@ -267,15 +267,8 @@ def _tile_windows(M, start, b, OW, relu, y, where):
         for j in range(PW):
             t, flat = start + i * TW + j, 2 * i * OW + 2 * j
             for f in range(F):
-                # The window's pixels in row order, the first maximum kept (NaN wins).
-                best, v01, v10, v11 = _tile_pixels(M, t, f, b[f])
-                at = flat
-                take = _wins(v01, best)
-                best, at = (v01 if take else best), (flat + 1 if take else at)
-                take = _wins(v10, best)
-                best, at = (v10 if take else best), (flat + OW if take else at)
-                take = _wins(v11, best)
-                best, at = (v11 if take else best), (flat + OW + 1 if take else at)
+                p00, p01, p10, p11 = _tile_pixels(M, t, f, b[f])
+                best, at = _first_maximum_of_four(p00, p01, p10, p11, flat, flat + 1, flat + OW, flat + OW + 1)
                 if relu:
                     best, at = _relu_window(best, at, zero)
                 y[f, i, j], where[f, i, j] = best, at
