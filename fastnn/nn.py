@@ -276,10 +276,20 @@ class Sequential(Module):
         """Each module in turn; a run ``Conv2d, [ReLU], MaxPool2d`` goes through the fused kernel
         ``conv2d_maxpool2d`` in one call (see ``_ConvPool``), a pair ``Linear, ReLU`` through
         ``linear_relu`` (see ``_LinearReLU``)."""
-        self._steps = _fuse(self.children())
+        self._steps = self._fused_steps()
         for step in self._steps:
             x = step(x)
         return x
+
+    def _fused_steps(self):
+        """``_fuse(self.children())``, built again only when the children, their own backend
+        choices or the backend in force have changed since the last forward."""
+        children = self.children()
+        key = (children, [getattr(module, "backend", None) for module in children], resolve())
+        fusion = self.__dict__.get("_fusion")
+        if fusion is None or fusion[0] != key:
+            fusion = self._fusion = (key, _fuse(children))
+        return fusion[1]
 
     def backward(self, dy, input_grad=True):
         """dy (the output's shape) -> d(input); every layer's Parameters get their gradients.

@@ -79,15 +79,21 @@ def check_maxpool2d(x, size, stride):
     check_ndim("x", x, (4,))
     check_nonempty("x", x)
     check_float("x", x)
+    return check_pool_window(x.shape, size, stride)
+
+
+def check_pool_window(shape, size, stride):
+    """Validate a pooling window and stride over an input of ``shape`` (N, C, H, W); return
+    (stride, OH, OW) with stride None -> size."""
     if stride is None:
         stride = size
     if int(size) != size or size < 1:
         raise ValueError(f"size must be a positive integer, got {size!r}")
     if int(stride) != stride or stride < 1:
         raise ValueError(f"stride must be a positive integer, got {stride!r}")
-    H, W = x.shape[2:]
+    H, W = shape[2:]
     if size > H or size > W:
-        raise ValueError(f"pooling window {size}x{size} is larger than the input {H}x{W}: x {x.shape}")
+        raise ValueError(f"pooling window {size}x{size} is larger than the input {H}x{W}: x {tuple(shape)}")
     return stride, output_size(H, size, stride, 0), output_size(W, size, stride, 0)
 
 

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from fastnn import nn
+from fastnn.backend import use_backend
 
 
 def cnn(relu, backend):
@@ -88,6 +89,31 @@ def test_only_whole_runs_on_one_backend_are_fused():
                           nn.ReLU(), nn.Linear(5, 2, rng=rng))
     model(np.ones((2, 4), np.float32))
     assert [type(step).__name__ for step in model._steps] == ["Linear", "ReLU", "ReLU", "Linear"]
+
+
+def test_fused_steps_follow_changes_of_layers_and_backends():
+    """The fused steps are kept between forwards, and built again when a layer is replaced or a
+    backend choice changes."""
+    rng = np.random.default_rng(12)
+    model = nn.Sequential(nn.Linear(4, 5, rng=rng), nn.ReLU())
+    x = np.ones((2, 4), np.float32)
+
+    def steps():
+        model(x)
+        return [type(step).__name__ for step in model._steps]
+
+    assert steps() == ["_LinearReLU"]
+    first = model._steps[0]
+    assert steps() == ["_LinearReLU"] and model._steps[0] is first  # kept
+    model[1].backend = "reference"
+    assert steps() == ["Linear", "ReLU"]
+    with use_backend("reference"):
+        assert steps() == ["_LinearReLU"]  # both resolve to reference
+    assert steps() == ["Linear", "ReLU"]
+    model[1].backend = None
+    assert steps() == ["_LinearReLU"]
+    setattr(model, "1", nn.Flatten())  # a layer replaced
+    assert steps() == ["Linear", "Flatten"]
 
 
 @pytest.mark.parametrize("backend", ["reference", "jit"])

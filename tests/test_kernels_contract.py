@@ -513,6 +513,8 @@ BAD_INPUTS = {
     "maxpool2d x rank": ("maxpool2d", dict(x=zeros(4, 4)), ["x", "(4, 4)"]),
     "maxpool2d empty batch": ("maxpool2d", dict(x=zeros(0, 1, 4, 4)), ["x", "(0, 1, 4, 4)"]),
     "maxpool2d window larger than input": ("maxpool2d", dict(x=zeros(1, 1, 3, 5), size=4), ["x", "(1, 1, 3, 5)"]),
+    "conv2d_maxpool2d window larger than the convolution's output": (
+        "conv2d_maxpool2d", dict(x=zeros(1, 1, 5, 5), w=zeros(1, 1, 3, 3), b=zeros(1), size=4), ["4x4", "3x3"]),
     "relu integer x": ("relu", dict(x=np.zeros((2, 2), dtype=np.int64)), ["x", "int64"]),
     "softmax logits rank": ("softmax_cross_entropy", dict(logits=zeros(3), labels=np.zeros(3, int)),
                             ["logits", "(3,)"]),

@@ -120,9 +120,7 @@ def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None,
         y, cache = vectorized_fused.conv2d_maxpool2d_forward(x, w, b, stride, pad, size, pool_stride, relu,
                                                              need_backward)
         return y, (vectorized_fused, cache)
-    # The pooling checks, on an array of the convolution output's shape (no memory behind it).
-    z_shape = np.broadcast_to(x.dtype.type(0), (x.shape[0], w.shape[0], OH, OW))
-    pool_stride, PH, PW = _common.check_maxpool2d(z_shape, size, pool_stride)
+    pool_stride, PH, PW = _common.check_pool_window((x.shape[0], w.shape[0], OH, OW), size, pool_stride)
     x, w, b = np.ascontiguousarray(x), np.ascontiguousarray(w), np.ascontiguousarray(b)
     keep = bool(need_backward)
     if winograd.suits(x, w, stride, pad):
