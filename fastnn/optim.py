@@ -69,14 +69,16 @@ class Optimizer:
 
     def step(self):
         """Update, in place, every Parameter whose ``.grad`` is set."""
+        kernels = ops(self.backend)
         for p, state in zip(self.params, self.state):
             if p.grad is None:
                 continue
             if p.grad.shape != p.data.shape:
                 raise ValueError(f"gradient shape {p.grad.shape} differs from parameter shape {p.data.shape}")
-            self._update(p.data, p.grad, state)
+            self._update(kernels, p.data, p.grad, state)
 
-    def _update(self, w, g, state):
+    def _update(self, kernels, w, g, state):
+        """Update w with its gradient g and its state (a dict), by the ``kernels`` namespace."""
         raise NotImplementedError
 
     def _state_template(self, w):
@@ -140,12 +142,12 @@ class SGD(Optimizer):
     def _state_template(self, w):
         return {"momentum_buffer": np.zeros_like(w)}
 
-    def _update(self, w, g, state):
+    def _update(self, kernels, w, g, state):
         first = "momentum_buffer" not in state
         if self.momentum and first:
             state["momentum_buffer"] = np.empty_like(w)
-        ops(self.backend).sgd_update(w, g, state.get("momentum_buffer"), self.lr, self.momentum, self.nesterov,
-                                     self.weight_decay, first)
+        kernels.sgd_update(w, g, state.get("momentum_buffer"), self.lr, self.momentum, self.nesterov,
+                           self.weight_decay, first)
 
 
 class Adam(Optimizer):
@@ -170,13 +172,13 @@ class Adam(Optimizer):
     def _state_template(self, w):
         return {"step": 0, "exp_avg": np.zeros_like(w), "exp_avg_sq": np.zeros_like(w)}
 
-    def _update(self, w, g, state):
+    def _update(self, kernels, w, g, state):
         if not state:
             state.update(self._state_template(w))
         state["step"] += 1
         beta1, beta2 = self.betas
-        ops(self.backend).adam_update(w, g, state["exp_avg"], state["exp_avg_sq"], state["step"], self.lr, beta1,
-                                      beta2, self.eps, self.weight_decay, self.decoupled_weight_decay)
+        kernels.adam_update(w, g, state["exp_avg"], state["exp_avg_sq"], state["step"], self.lr, beta1,
+                            beta2, self.eps, self.weight_decay, self.decoupled_weight_decay)
 
 
 class AdamW(Adam):

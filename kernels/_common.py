@@ -97,8 +97,10 @@ def check_pool_window(shape, size, stride):
     return stride, output_size(H, size, stride, 0), output_size(W, size, stride, 0)
 
 
-def check_softmax_cross_entropy(logits, labels):
-    """Validate logits (N, K) float and labels (N,) integers in [0, K)."""
+def check_softmax_cross_entropy(logits, labels, label_values=True):
+    """Validate logits (N, K) float and labels (N,) integers in [0, K). ``label_values=False``:
+    all but the last (labels in [0, K)), which the caller then checks itself, raising
+    ``labels_out_of_range(logits, labels)``."""
     check_ndim("logits", logits, (2,))
     check_ndim("labels", labels, (1,))
     check_nonempty("logits", logits)
@@ -108,10 +110,14 @@ def check_softmax_cross_entropy(logits, labels):
     if labels.shape[0] != logits.shape[0]:
         raise ValueError(f"labels has {labels.shape[0]} entries but logits has {logits.shape[0]} rows: "
                          f"logits {logits.shape}, labels {labels.shape}")
-    K = logits.shape[1]
-    if labels.min() < 0 or labels.max() >= K:
-        raise ValueError(f"labels must lie in [0, {K}) for logits {logits.shape}, "
-                         f"got values from {labels.min()} to {labels.max()}")
+    if label_values and (labels.min() < 0 or labels.max() >= logits.shape[1]):
+        raise labels_out_of_range(logits, labels)
+
+
+def labels_out_of_range(logits, labels):
+    """The ValueError for labels (N,) not all in [0, K) for logits (N, K)."""
+    return ValueError(f"labels must lie in [0, {logits.shape[1]}) for logits {logits.shape}, "
+                      f"got values from {labels.min()} to {labels.max()}")
 
 
 def check_batchnorm(x, gamma, beta, running_mean, running_var, training):

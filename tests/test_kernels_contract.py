@@ -520,6 +520,8 @@ BAD_INPUTS = {
                             ["logits", "(3,)"]),
     "softmax label too large": ("softmax_cross_entropy", dict(logits=zeros(2, 3), labels=np.array([0, 3])),
                                 ["labels", "(2, 3)"]),
+    "softmax label too large in the last row": (
+        "softmax_cross_entropy", dict(logits=zeros(5, 3), labels=np.array([0, 1, 2, 0, 7])), ["labels", "(5, 3)", "7"]),
     "softmax label negative": ("softmax_cross_entropy", dict(logits=zeros(2, 3), labels=np.array([-1, 0])),
                                ["labels", "(2, 3)"]),
     "softmax label count": ("softmax_cross_entropy", dict(logits=zeros(2, 3), labels=np.array([0, 1, 2])),
