@@ -488,6 +488,15 @@ def test_linear_relu_backward_rejects_a_dy_of_another_shape(backend):
         ops.linear_relu_backward(np.ones((10, 4)), cache)
 
 
+
+@pytest.mark.parametrize("dy_shape", [(10, 4), (9, 5), (10, 6)])
+def test_jit_narrow_linear_backward_rejects_a_dy_of_another_shape(dy_shape):
+    """The jit head's loops (F <= 16) would read past a dy of another shape: it is refused."""
+    ops = kernels.get("jit")
+    _, cache = ops.linear_forward(np.ones((10, 3)), np.ones((3, 5)), np.zeros(5))
+    with pytest.raises(ValueError, match=re.escape(f"{dy_shape}")):
+        ops.linear_backward(np.ones(dy_shape), cache)
+
 # --- bad input -----------------------------------------------------------------------------------
 
 def zeros(*shape, dtype=np.float64):

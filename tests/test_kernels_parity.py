@@ -207,6 +207,45 @@ def test_jit_narrow_linear_split_over_threads_matches_reference(monkeypatch, see
     assert_matches("jit", "linear", inputs, {"dw": dw, "db": db}, {"dw": expected["dw"], "db": expected["db"]}, dtype)
 
 
+
+# (module of fastnn.kernels.jit, op, its inputs): one case of each kernel that cuts the batch.
+CHUNKED_KERNELS = {
+    "direct conv2d": ("conv2d", "conv2d", dict(pad=1)),
+    "fused conv2d_maxpool2d": ("fused", "conv2d_maxpool2d", dict(channels=2)),
+    "phase planes": ("phases", "conv2d_maxpool2d", dict(channels=1)),
+    "narrow linear": ("linear", "linear", {}),
+}
+
+
+@pytest.mark.parametrize("kernel", CHUNKED_KERNELS)
+def test_jit_backward_cuts_the_batch_as_its_forward_did(monkeypatch, kernel):
+    """The forward pass keeps the number of slices it cut the batch into, and the backward pass
+    cuts it the same way (dw's sums then do not depend on a change of thread count in between):
+    three slices forward, and a backward that asks for the count again fails."""
+    from fastnn.kernels import jit
+    module_name, op, options = CHUNKED_KERNELS[kernel]
+    module = getattr(jit, module_name)
+    rng = np.random.default_rng(5)
+    if op == "linear":
+        monkeypatch.setattr(jit.linear, "PARALLEL_D", 1)
+        inputs = {"x": rng.standard_normal((7, 6)), "w": rng.standard_normal((6, 4)), "b": rng.standard_normal(4)}
+    else:
+        C = options.get("channels", 2)
+        inputs = {"x": rng.standard_normal((7, C, 8, 9)), "w": rng.standard_normal((3, C, 3, 3)),
+                  "b": rng.standard_normal(3), "pad": options.get("pad", 0)}
+    ops = kernels.get("jit")
+    monkeypatch.setattr(module, "batch_chunks", lambda N: min(N, 3))
+    y, cache = getattr(ops, f"{op}_forward")(**inputs)
+    monkeypatch.setattr(module, "batch_chunks", lambda N: pytest.fail("backward asked for the slice count"))
+    dy = rng.standard_normal(y.shape)
+    got = dict(zip(("dx", "dw", "db"), getattr(ops, f"{op}_backward")(dy, cache)))
+    reference = kernels.get("reference")
+    want_y, want_cache = getattr(reference, f"{op}_forward")(**inputs)
+    want = dict(zip(("dx", "dw", "db"), getattr(reference, f"{op}_backward")(dy, want_cache)))
+    np.testing.assert_allclose(y, want_y, rtol=1e-12, atol=1e-12)
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
 def phase_3x3_case(seed, dtype):
     """(inputs, dy) for a conv2d_maxpool2d that the jit backend does by phase planes with the
     3 x 3 kernels' own loops (jit/phases.py: one input channel, 3 x 3 kernels, 2 x 2 windows at

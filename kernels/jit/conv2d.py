@@ -352,8 +352,9 @@ def conv2d_forward(x, w, b, stride=1, pad=0):
     if winograd.suits(x, w, stride, pad):
         y, state = winograd.conv2d_forward(x, w, b, pad)
         return y, (winograd, state)
-    y, shifted = _forward(x, w, b, int(pad), batch_chunks(x.shape[0]))
-    return y, (None, (x.shape, shifted, w, int(pad)))
+    chunks = batch_chunks(x.shape[0])
+    y, shifted = _forward(x, w, b, int(pad), chunks)
+    return y, (None, (x.shape, shifted, w, int(pad), chunks))
 
 
 def conv2d_backward(dy, cache, input_grad=True):
@@ -361,11 +362,11 @@ def conv2d_backward(dy, cache, input_grad=True):
     delegate, state = cache
     if delegate is not None:
         return delegate.conv2d_backward(dy, state, input_grad)
-    (N, C, H, W), shifted, w, pad = state
+    (N, C, H, W), shifted, w, pad, chunks = state  # the batch cut as the forward cut it
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     expected = (N, F, _common.output_size(H, KH, 1, pad), _common.output_size(W, KW, 1, pad))
     if dy.shape != expected:
         raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    dx, dw, db = _backward(dy, shifted, w, pad, H, W, bool(input_grad), batch_chunks(N))
+    dx, dw, db = _backward(dy, shifted, w, pad, H, W, bool(input_grad), chunks)
     return (dx if input_grad else None), dw, db

@@ -129,9 +129,9 @@ def conv2d_maxpool2d_forward(x, w, b, stride=1, pad=0, size=2, pool_stride=None,
     if phases.suits(x, size):
         y, state = phases.conv2d_maxpool2d_forward(x, w, b, pad, size, pool_stride, relu, PH, PW, keep)
         return y, (phases, state)
-    y, where, shifted = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW, keep,
-                                 batch_chunks(x.shape[0]))
-    return y, (None, (x.shape, where, shifted, w, int(pad), OH, OW) if keep else None)
+    chunks = batch_chunks(x.shape[0])
+    y, where, shifted = _forward(x, w, b, int(pad), int(size), int(pool_stride), bool(relu), PH, PW, keep, chunks)
+    return y, (None, (x.shape, where, shifted, w, int(pad), OH, OW, chunks) if keep else None)
 
 
 def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
@@ -144,9 +144,9 @@ def conv2d_maxpool2d_backward(dy, cache, input_grad=True):
         return delegate.conv2d_maxpool2d_backward(dy, state, input_grad)
     if state is None:
         raise ValueError("conv2d_maxpool2d_backward: the forward pass ran with need_backward=False")
-    (N, C, H, W), where, shifted, w, pad, OH, OW = state
+    (N, C, H, W), where, shifted, w, pad, OH, OW, chunks = state  # the batch cut as the forward cut it
     if dy.shape != where.shape:
         raise ValueError(f"dy must have shape {where.shape}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    dx, dw, db = _backward(dy, where, shifted, w, pad, H, W, OH, OW, bool(input_grad), batch_chunks(N))
+    dx, dw, db = _backward(dy, where, shifted, w, pad, H, W, OH, OW, bool(input_grad), chunks)
     return (dx if input_grad else None), dw, db

@@ -162,13 +162,14 @@ def linear_forward(x, w, b):
     if w.shape[1] > NARROW:
         y, cache = vectorized_linear.linear_forward(x, w, b)
         return y, (vectorized_linear, cache)
-    x, w_t = np.ascontiguousarray(x), np.ascontiguousarray(w.T)
+    x, w_t, b = np.ascontiguousarray(x), np.ascontiguousarray(w.T), np.ascontiguousarray(b)
     y = np.empty((x.shape[0], w.shape[1]), x.dtype)
-    if x.shape[1] >= PARALLEL_D:
-        _forward_in_chunks(x, w_t, np.ascontiguousarray(b), y, batch_chunks(x.shape[0]))
+    chunks = batch_chunks(x.shape[0]) if x.shape[1] >= PARALLEL_D else 1
+    if chunks > 1:
+        _forward_in_chunks(x, w_t, b, y, chunks)
     else:
-        _forward(x, w_t, np.ascontiguousarray(b), y)
-    return y, (None, (x, w_t))
+        _forward(x, w_t, b, y)
+    return y, (None, (x, w_t, chunks))
 
 
 def linear_backward(dy, cache, input_grad=True):
@@ -176,12 +177,14 @@ def linear_backward(dy, cache, input_grad=True):
     served_by, cache = cache
     if served_by is not None:
         return served_by.linear_backward(dy, cache, input_grad)
-    x, w_t = cache
+    x, w_t, chunks = cache  # the batch is cut as the forward pass cut it
+    if dy.shape != (x.shape[0], w_t.shape[0]):
+        raise ValueError(f"dy must have shape {(x.shape[0], w_t.shape[0])}, got {dy.shape}")
     dx = np.empty(x.shape, x.dtype) if input_grad else np.empty((0, 0), x.dtype)
     dw_t, db = np.empty_like(w_t), np.empty(w_t.shape[0], x.dtype)
     dy = np.ascontiguousarray(dy, x.dtype)
-    if x.shape[1] >= PARALLEL_D:
-        _backward_in_chunks(dy, x, w_t, input_grad, dx, dw_t, db, batch_chunks(x.shape[0]))
+    if chunks > 1:
+        _backward_in_chunks(dy, x, w_t, input_grad, dx, dw_t, db, chunks)
     else:
         _backward(dy, x, w_t, input_grad, dx, dw_t, db)
     return (dx if input_grad else None), np.ascontiguousarray(dw_t.T), db

@@ -403,22 +403,21 @@ def conv2d_maxpool2d_forward(x, w, b, pad, size, stride, relu, PH, PW, keep):
     """y (N, F, PH, PW) = max-pooling of (ReLU'd if ``relu``) conv2d(x), and the state for
     ``conv2d_maxpool2d_backward`` (None without ``keep``). Arguments contiguous, checked and
     ``suits``; stride is the pooling's (the convolution's is 1)."""
-    y, phase, Q = _forward(x, w, b, int(pad), int(size), int(stride), bool(relu), PH, PW, bool(keep),
-                           batch_chunks(x.shape[0]))
-    return y, ((x.shape, phase, Q, w, int(pad), int(size), int(stride)) if keep else None)
+    chunks = batch_chunks(x.shape[0])
+    y, phase, Q = _forward(x, w, b, int(pad), int(size), int(stride), bool(relu), PH, PW, bool(keep), chunks)
+    return y, ((x.shape, phase, Q, w, int(pad), int(size), int(stride), chunks) if keep else None)
 
 
 def conv2d_maxpool2d_backward(dy, state, input_grad=True):
     """dy (N, F, PH, PW) -> dx (N, C, H, W) (None if not ``input_grad``), dw (F, C, KH, KW), db (F,)."""
     if state is None:
         raise ValueError("conv2d_maxpool2d_backward: the forward pass ran with need_backward=False")
-    (N, _, H, W), phase, Q, w, pad, size, stride = state
+    (N, _, H, W), phase, Q, w, pad, size, stride, chunks = state  # the batch cut as the forward cut it
     F, KH, KW = w.shape[0], w.shape[2], w.shape[3]
     OH, OW = H + 2 * pad - KH + 1, W + 2 * pad - KW + 1
     expected = (N, F, (OH - size) // stride + 1, (OW - size) // stride + 1)
     if dy.shape != expected:
         raise ValueError(f"dy must have shape {expected}, got {dy.shape}")
     dy = np.ascontiguousarray(dy, dtype=w.dtype)
-    dx, dw, db = _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, bool(input_grad),
-                           batch_chunks(N))
+    dx, dw, db = _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, bool(input_grad), chunks)
     return (dx if input_grad else None), dw, db
