@@ -19,8 +19,10 @@ from ._config import CACHE
 
 
 @njit(cache=CACHE)
-def _sgd(w, grad, buf, lr, momentum, nesterov, weight_decay, first, tiny):
-    zero = w.dtype.type(0)
+def _sgd(w, grad, buf, lr, momentum, nesterov, weight_decay, first):
+    cast = w.dtype.type  # the float64 scalars, rounded to w's dtype
+    lr, momentum, weight_decay = cast(lr), cast(momentum), cast(weight_decay)
+    zero, tiny = cast(0), cast(np.finfo(w.dtype).tiny)
     for i in range(w.size):
         g = grad[i] + weight_decay * w[i] if weight_decay != 0 else grad[i]
         if momentum != 0:
@@ -33,8 +35,11 @@ def _sgd(w, grad, buf, lr, momentum, nesterov, weight_decay, first, tiny):
 
 
 @njit(cache=CACHE)
-def _adam(w, grad, m, v, beta1, rest1, beta2, rest2, eps, weight_decay, decay, bias2, step_size, tiny):
-    zero = w.dtype.type(0)
+def _adam(w, grad, m, v, beta1, rest1, beta2, rest2, eps, weight_decay, decay, bias2, step_size):
+    cast = w.dtype.type  # the float64 scalars, rounded to w's dtype
+    beta1, rest1, beta2, rest2, eps = cast(beta1), cast(rest1), cast(beta2), cast(rest2), cast(eps)
+    weight_decay, decay, bias2, step_size = cast(weight_decay), cast(decay), cast(bias2), cast(step_size)
+    zero, tiny = cast(0), cast(np.finfo(w.dtype).tiny)
     for i in range(w.size):
         g = grad[i]
         if decay != 0:                      # AdamW: w * (1 - lr * weight_decay)
@@ -51,35 +56,24 @@ def _adam(w, grad, m, v, beta1, rest1, beta2, rest2, eps, weight_decay, decay, b
         w[i] -= step_size * m_i / (np.sqrt(v_i) / bias2 + eps)
 
 
-def _flat(*arrays):
-    """Flat views of C-contiguous arrays, or None if one is not C-contiguous."""
-    if not all(a.flags.c_contiguous for a in arrays):
-        return None
-    return [a.reshape(-1) for a in arrays]
-
-
 def sgd_update(w, grad, buf, lr, momentum=0.0, nesterov=False, weight_decay=0.0, first=False):
     """``reference.optim.sgd_update``, in one pass: w and buf (w's shape) updated in place.
     Without momentum, buf is never touched (and may be None)."""
     buf = w if buf is None else buf
-    flat = _flat(w, buf)
-    if flat is None:
+    if not (w.flags.c_contiguous and buf.flags.c_contiguous):
         return reference_optim.sgd_update(w, grad, buf, lr, momentum, nesterov, weight_decay, first)
-    cast = w.dtype.type
-    _sgd(flat[0], np.ascontiguousarray(grad, w.dtype).reshape(-1), flat[1], cast(lr), cast(momentum),
-         bool(nesterov), cast(weight_decay), bool(first), np.finfo(w.dtype).tiny)
+    _sgd(w.reshape(-1), np.ascontiguousarray(grad, w.dtype).reshape(-1), buf.reshape(-1), float(lr), float(momentum),
+         bool(nesterov), float(weight_decay), bool(first))
 
 
 def adam_update(w, grad, exp_avg, exp_avg_sq, step, lr, beta1=0.9, beta2=0.999, eps=1e-8,
                 weight_decay=0.0, decoupled_weight_decay=False):
     """``reference.optim.adam_update``, in one pass: w, exp_avg, exp_avg_sq updated in place."""
-    flat = _flat(w, exp_avg, exp_avg_sq)
-    if flat is None:
+    if not (w.flags.c_contiguous and exp_avg.flags.c_contiguous and exp_avg_sq.flags.c_contiguous):
         return reference_optim.adam_update(w, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps,
                                            weight_decay, decoupled_weight_decay)
-    cast = w.dtype.type
     decay = 1 - lr * weight_decay if decoupled_weight_decay else 0.0
-    _adam(flat[0], np.ascontiguousarray(grad, w.dtype).reshape(-1), flat[1], flat[2],
-          cast(beta1), cast(1 - beta1), cast(beta2), cast(1 - beta2), cast(eps),
-          cast(0.0 if decoupled_weight_decay else weight_decay), cast(decay),
-          cast(math.sqrt(1 - beta2 ** step)), cast(lr / (1 - beta1 ** step)), np.finfo(w.dtype).tiny)
+    _adam(w.reshape(-1), np.ascontiguousarray(grad, w.dtype).reshape(-1), exp_avg.reshape(-1), exp_avg_sq.reshape(-1),
+          float(beta1), float(1 - beta1), float(beta2), float(1 - beta2), float(eps),
+          float(0.0 if decoupled_weight_decay else weight_decay), float(decay),
+          math.sqrt(1 - beta2 ** step), float(lr / (1 - beta1 ** step)))
