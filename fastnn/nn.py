@@ -83,6 +83,9 @@ class Module:
     # -- registration -------------------------------------------------------------------------
 
     def __setattr__(self, name, value):
+        if name in self.__dict__ and not isinstance(value, (Parameter, Module)):
+            object.__setattr__(self, name, value)  # a plain attribute set again (the usual case)
+            return
         if "_parameters" not in self.__dict__:
             raise AttributeError(f"{type(self).__name__}.__init__ must call Module.__init__() "
                                  f"before assigning attribute {name!r}")
@@ -283,9 +286,11 @@ class Sequential(Module):
 
     def _fused_steps(self):
         """``_fuse(self.children())``, built again only when the children, their own backend
-        choices or the backend in force have changed since the last forward."""
+        choices or (if any child names one) the backend in force have changed since the last
+        forward. (Children that name no backend are fused whatever the backend in force.)"""
         children = self.children()
-        key = (children, [getattr(module, "backend", None) for module in children], resolve())
+        backends = [module.__dict__.get("backend") for module in children]
+        key = (children, backends, resolve() if any(backends) else None)
         fusion = self.__dict__.get("_fusion")
         if fusion is None or fusion[0] != key:
             fusion = self._fusion = (key, _fuse(children))
