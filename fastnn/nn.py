@@ -290,7 +290,9 @@ class Sequential(Module):
         forward. (Children that name no backend are fused whatever the backend in force.)"""
         children = self.children()
         backends = [module.__dict__.get("backend") for module in children]
-        key = (children, backends, resolve() if any(backends) else None)
+        # The children by identity (a module may define ==); the cached steps keep them alive,
+        # so their ids are not reused while they are in the key.
+        key = (tuple(map(id, children)), backends, resolve() if any(backends) else None)
         fusion = self.__dict__.get("_fusion")
         if fusion is None or fusion[0] != key:
             fusion = self._fusion = (key, _fuse(children))

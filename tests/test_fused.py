@@ -91,9 +91,10 @@ def test_only_whole_runs_on_one_backend_are_fused():
     assert [type(step).__name__ for step in model._steps] == ["Linear", "ReLU", "ReLU", "Linear"]
 
 
-def test_fused_steps_follow_changes_of_layers_and_backends():
+def test_fused_steps_follow_changes_of_layers_and_backends(monkeypatch):
     """The fused steps are kept between forwards, and built again when a layer is replaced or a
     backend choice changes."""
+    monkeypatch.delenv("FASTNN_BACKEND", raising=False)
     rng = np.random.default_rng(12)
     model = nn.Sequential(nn.Linear(4, 5, rng=rng), nn.ReLU())
     x = np.ones((2, 4), np.float32)
@@ -114,6 +115,28 @@ def test_fused_steps_follow_changes_of_layers_and_backends():
     assert steps() == ["_LinearReLU"]
     setattr(model, "1", nn.Flatten())  # a layer replaced
     assert steps() == ["Linear", "Flatten"]
+
+
+def test_fused_steps_follow_a_replaced_layer_that_compares_equal_to_the_old_one():
+    """Children are told apart by identity, not by a module's own ``==``."""
+    class Scale(nn.Module):
+        def __init__(self, k):
+            super().__init__()
+            self.k = k
+
+        def forward(self, x):
+            return x * self.k
+
+        def __eq__(self, other):
+            return type(other) is Scale
+
+        __hash__ = object.__hash__
+
+    model = nn.Sequential(nn.Linear(2, 2, rng=np.random.default_rng(0)), Scale(1.0))
+    x = np.ones((1, 2), np.float32)
+    y = model(x)
+    setattr(model, "1", Scale(2.0))
+    np.testing.assert_array_equal(model(x), 2 * y)
 
 
 @pytest.mark.parametrize("backend", ["reference", "jit"])

@@ -62,6 +62,16 @@ def test_attribute_assignment_registers_parameters_modules_and_buffers():
         m.inner
 
 
+def test_a_parameter_or_module_assigned_over_a_plain_attribute_is_registered():
+    layer = nn.Linear(3, 2, bias=False, rng=np.random.default_rng(0))
+    layer.bias = nn.Parameter(np.zeros(2, np.float32))  # a plain None until now
+    layer.extra = None
+    layer.extra = nn.ReLU()
+    assert [name for name, _ in layer.named_parameters()] == ["weight", "bias"]
+    assert "bias" not in layer.__dict__
+    assert "extra" in layer._modules and "extra" not in layer.__dict__
+
+
 def test_module_init_must_run_before_assignment():
     class Forgetful(nn.Module):
         def __init__(self):
