@@ -213,6 +213,8 @@ CHUNKED_KERNELS = {
     "direct conv2d": ("conv2d", "conv2d", dict(pad=1)),
     "fused conv2d_maxpool2d": ("fused", "conv2d_maxpool2d", dict(channels=2)),
     "phase planes": ("phases", "conv2d_maxpool2d", dict(channels=1)),
+    "winograd conv2d": ("winograd", "conv2d", dict(channels=16, pad=1)),
+    "winograd conv2d_maxpool2d": ("winograd", "conv2d_maxpool2d", dict(channels=16)),
     "narrow linear": ("linear", "linear", {}),
 }
 

@@ -477,8 +477,8 @@ def _forget_workers():
 os.register_at_fork(after_in_child=_forget_workers)
 
 
-def _in_parts(work, N):
-    """work(n0, n1) for ``batch_chunks(N)`` parts n0 .. n1 - 1 of range(N), at once: the first on
+def _in_parts(work, N, parts):
+    """work(n0, n1) for ``parts`` parts n0 .. n1 - 1 of range(N), at once: the first on
     this thread, the others on worker threads (they run while the GIL is released, in the Numba
     kernels above, which are ``nogil``, and in NumPy's products), with OpenBLAS held to one
     thread. Returns the list of results, in the order of the parts.
@@ -489,7 +489,6 @@ def _in_parts(work, N):
     several threads of a program take turns (each uses every core already): two holds that
     overlapped could end in the wrong order and leave OpenBLAS on one thread. (A child process
     forked during a call keeps the one-thread setting.)"""
-    parts = batch_chunks(N)
     bounds = [(k * N // parts, (k + 1) * N // parts) for k in range(parts)]
     if parts == 1:
         return [work(0, N)]
@@ -527,7 +526,8 @@ def _submit(work, n0, n1):
 def _forward(x, w, b, pad, pooling, keep):
     """The convolution, then ``_outputs`` (pooling None) or ``_pooled_outputs`` with pooling
     (size, stride, relu, PH, PW), slice by slice. Returns y, where (or None) and the state for
-    ``_backward``, which holds the batch's V if ``keep`` (without, each thread reuses one slice's)."""
+    ``_backward``, which holds the batch's V if ``keep`` (without, each thread reuses one slice's)
+    and the number of parts the batch was cut into (one per thread; the backward cuts it alike)."""
     plan = _Plan(x.shape, w, pad)
     U = _filter_transform(w, _G.astype(w.dtype))
     if pooling is None:
@@ -550,13 +550,14 @@ def _forward(x, w, b, pad, pooling, keep):
             else:
                 _pooled_outputs(M, b, plan.OH, plan.OW, size, stride, relu, y[s0:s1], where[s0:s1])
 
-    _in_parts(work, plan.N)
-    return y, where, (plan, kept, U)
+    parts = batch_chunks(plan.N)
+    _in_parts(work, plan.N, parts)
+    return y, where, (plan, kept, U, parts)
 
 
 def _backward(dy, where, state, input_grad):
     """dx (None without ``input_grad``), dw, db from dy, slice by slice: the transpose of ``_forward``."""
-    plan, kept, U = state
+    plan, kept, U, parts = state
     dx = np.empty((plan.N, plan.C, plan.H, plan.W), dy.dtype) if input_grad else None
     # U[k]^T as contiguous (F, C) matrices: OpenBLAS took 190 us for a slice's dV (lenet) with
     # the transposed view, 140 with this copy.
@@ -580,9 +581,9 @@ def _backward(dy, where, state, input_grad):
                 _patches_adjoint(dV, plan.pad, dx[s0:s1])
         return dU, db
 
-    parts = _in_parts(work, plan.N)
-    dU, db = parts[0]
-    for part_dU, part_db in parts[1:]:
+    results = _in_parts(work, plan.N, parts)
+    dU, db = results[0]
+    for part_dU, part_db in results[1:]:
         dU += part_dU
         db += part_db
     return dx, _filter_transform_adjoint(dU, _G.astype(dU.dtype)), db
