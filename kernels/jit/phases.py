@@ -363,9 +363,10 @@ def _backward(dy, phase, Q, w, pad, size, stride, H, W, OH, OW, input_grad, chun
     three = _takes_3x3_windows(KH, KW, size, stride)
     for k in prange(chunks):
         dZ = np.empty((F if input_grad or not three else 0, S, n), dtype)
-        d_shifted = np.empty((C, KW, OH + KH - 1, OW), dtype)
-        # Each dz[f] flat, with KH - 1 rows of zeros before and after (see _correlate_transpose).
-        dy_padded = np.zeros((F, (OH + 2 * (KH - 1)) * OW), dtype)
+        # For dx only: each dz[f] flat, with KH - 1 rows of zeros before and after (see
+        # _correlate_transpose), and its transposed correlation.
+        d_shifted = np.empty((C if input_grad else 0, KW, OH + KH - 1, OW), dtype)
+        dy_padded = np.zeros((F if input_grad else 0, (OH + 2 * (KH - 1)) * OW), dtype)
         for i in range(k * N // chunks, (k + 1) * N // chunks):
             g = dy[i].reshape(F, n)
             at = phase[i]
